@@ -1,0 +1,37 @@
+# One entry point for people and CI. `make test` is the test command README.md names.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+MODEL_DIR ?= demo_model
+PORT ?= 8080
+
+.PHONY: venv test test-all lint demo serve bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+test: venv
+	$(PY) -m pytest -m "not slow" -q -rs
+
+test-all: venv
+	$(PY) -m pytest -q -rs
+
+lint: venv
+	$(PY) -m ruff check model_code container tests benchmarks scripts
+
+demo: venv
+	$(PY) -m car_damage.demo --model-dir $(MODEL_DIR) --port $(PORT)
+
+serve: venv
+	MODEL_DIR=$(abspath $(MODEL_DIR)) SAGEMAKER_BIND_TO_PORT=$(PORT) PATH="$(abspath $(VENV))/bin:$$PATH" container/serve
+
+bench: venv
+	$(PY) benchmarks/bench_inference.py
+
+clean:
+	rm -rf demo_out .pytest_cache

@@ -1,0 +1,66 @@
+"""Shared fixtures: the real data folder (skip or fail by REQUIRE_SHARED_DATA) and tiny model configs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("SHARED_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
+
+
+def require_shared(*parts: str) -> Path:
+    """Path under ../shared/data; skips the test when absent, fails instead when REQUIRE_SHARED_DATA=1."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        message = f"shared data not found at {path}"
+        if os.environ.get("REQUIRE_SHARED_DATA") == "1":
+            pytest.fail(message + " (REQUIRE_SHARED_DATA=1)")
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def test_images_dir() -> Path:
+    return require_shared("test_images")
+
+
+@pytest.fixture(scope="session")
+def seed_scratch_dir() -> Path:
+    return require_shared("seed_scratch")
+
+
+def tiny_config(**overrides):
+    """A small, fast inference config: 'tiny' backbone, 128 px square images, 2 classes."""
+    from car_damage.config import make_config
+
+    values = dict(
+        NAME="tiny",
+        BACKBONE="tiny",
+        NUM_CLASSES=2,
+        IMAGES_PER_GPU=1,
+        IMAGE_MIN_DIM=128,
+        IMAGE_MAX_DIM=128,
+        RPN_ANCHOR_SCALES=(8, 16, 32, 64, 128),
+        TOP_DOWN_PYRAMID_SIZE=32,
+        FPN_CLASSIF_FC_LAYERS_SIZE=64,
+        RPN_CONV_CHANNELS=64,
+        MASK_HEAD_CHANNELS=32,
+        PRE_NMS_LIMIT=500,
+        POST_NMS_ROIS_INFERENCE=100,
+        POST_NMS_ROIS_TRAINING=200,
+        TRAIN_ROIS_PER_IMAGE=32,
+        DETECTION_MAX_INSTANCES=20,
+        DETECTION_MIN_CONFIDENCE=0.0,
+    )
+    values.update(overrides)
+    return make_config(**values)
+
+
+@pytest.fixture
+def tiny_inference_config():
+    return tiny_config()
