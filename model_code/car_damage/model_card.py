@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mrcnn.config import Config
-
 from car_damage.config import jsonable_overrides, make_config
+from mrcnn.config import Config
 
 CARD_FORMAT = "car-damage-model/1"
 #: mask_cnn_<type>.h5 (the old system's name) or mask_rcnn_<type>.h5 (matterport's).
