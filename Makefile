@@ -25,10 +25,10 @@ lint: venv
 	$(PY) -m ruff check model_code container tests benchmarks scripts
 
 demo: venv
-	$(PY) -m car_damage.demo --model-dir $(MODEL_DIR) --port $(PORT)
+	$(PY) -m car_damage.demo --model-dir $(MODEL_DIR) $(DEMO_ARGS)
 
 serve: venv
-	MODEL_DIR=$(abspath $(MODEL_DIR)) SAGEMAKER_BIND_TO_PORT=$(PORT) PATH="$(abspath $(VENV))/bin:$$PATH" container/serve
+	$(PY) -m car_damage.demo --serve --model-dir $(MODEL_DIR) --port $(PORT)
 
 bench: venv
 	$(PY) benchmarks/bench_inference.py

@@ -1,0 +1,401 @@
+"""``make demo``: the whole product on one machine, without weights of your own, Docker or a GPU.
+
+synthetic VIA dataset -> ``car_damage train`` (tiny backbone) -> ``mask_cnn_scratch.h5`` + sidecar -> the real
+service (``container/serve``: nginx + gunicorn) on a free localhost port -> JSON answers (polygons, count, area)
+and annotated PNGs -> held-out mask mAP@0.5 from ``car_damage evaluate`` -> service stopped.
+
+Training and evaluation run the same command lines a user would type (printed as they run). Their results are
+cached under ``.cache/demo/<key>/``, the key hashing every generator and training setting, so a second run
+starts the service at once. ``--serve`` skips the demo and keeps the service in the foreground (``make serve``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from car_damage import synth
+from car_damage.model_card import ModelCard, card_path_for
+
+logger = logging.getLogger(__name__)
+
+#: Bump when the demo's pipeline changes in a way that invalidates cached models.
+DEMO_VERSION = 1
+DAMAGE_TYPE = "scratch"
+WEIGHTS_NAME = f"mask_cnn_{DAMAGE_TYPE}.h5"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+#: The real photos, where the project sits next to ../shared/data (SHARED_DATA_DIR overrides, as in the tests).
+SHARED_TEST_IMAGES = Path(os.environ.get("SHARED_DATA_DIR", REPO_ROOT.parent / "shared" / "data")) / "test_images"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+#: The held-out mask mAP@0.5 the demo model is expected to reach on its own synthetic data.
+TARGET_MAP = 0.6
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """The ``car_damage train`` arguments of the demo model."""
+
+    backbone: str = "tiny"
+    image_size: int = 256
+    epochs: int = 6
+    steps_per_epoch: int = 40
+    learning_rate: float = 0.01
+    label: str = DAMAGE_TYPE
+
+    def command(self, dataset: Path, out: Path) -> list[str]:
+        return [
+            sys.executable, "-m", "car_damage", "train", "--dataset", str(dataset), "--weights", "none",
+            "--backbone", self.backbone, "--image-size", str(self.image_size), "--epochs", str(self.epochs),
+            "--steps-per-epoch", str(self.steps_per_epoch), "--learning-rate", str(self.learning_rate),
+            "--label", self.label, "--attribute", synth.SynthSettings().attribute, "--out", str(out),
+        ]
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    data: synth.SynthSettings = field(default_factory=synth.SynthSettings)
+    training: TrainingSettings = field(default_factory=TrainingSettings)
+
+    def cache_key(self) -> str:
+        payload = {"demo": DEMO_VERSION, "generator": self.data.fingerprint(), "training": asdict(self.training)}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class DemoModel:
+    """A trained and evaluated demo model in the cache."""
+
+    folder: Path
+    dataset: Path
+    metrics: dict
+    cached: bool
+    train_seconds: float
+
+    @property
+    def weights(self) -> Path:
+        return self.folder / WEIGHTS_NAME
+
+    @property
+    def map50(self) -> float | None:
+        return find_map50(self.metrics)
+
+
+class ServiceProcess:
+    """``container/serve`` as a child process in its own session, stopped by SIGTERM (then SIGKILL) on exit."""
+
+    def __init__(self, model_dir: Path, port: int, log_path: Path) -> None:
+        self.model_dir, self.port, self.log_path = model_dir, port, log_path
+        self.url = f"http://127.0.0.1:{port}"
+        self.process: subprocess.Popen | None = None
+
+    @staticmethod
+    def environment(model_dir: Path, port: int) -> dict[str, str]:
+        """The service's settings; the venv's bin (gunicorn) and sbin (nginx) lead PATH."""
+        env = dict(os.environ)
+        path = [str(Path(sys.executable).parent), "/usr/sbin", "/usr/local/sbin", env.get("PATH", "")]
+        env.update(MODEL_DIR=str(model_dir.resolve()), SAGEMAKER_BIND_TO_PORT=str(port), PATH=os.pathsep.join(path))
+        env.setdefault("MODEL_SERVER_WORKERS", "1")
+        return env
+
+    def __enter__(self) -> ServiceProcess:
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen([str(serve_script())], env=self.environment(self.model_dir, self.port),
+                                        stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    def wait_ready(self, timeout: float) -> float:
+        """Seconds until ``/ping`` answered 200; raises if the service died or stayed unready."""
+        started = time.perf_counter()
+        while time.perf_counter() - started < timeout:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"the service exited with {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(self.url + "/ping", timeout=2) as response:
+                    if response.status == 200:
+                        return time.perf_counter() - started
+            except (urllib.error.URLError, OSError):
+                pass  # not listening yet, or 503 while the model loads
+            time.sleep(0.5)
+        raise RuntimeError(f"/ping did not answer 200 within {timeout:.0f}s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 25) -> str:
+        self._log.flush()
+        return "".join(self.log_path.read_text(errors="replace").splitlines(keepends=True)[-lines:])
+
+    def __exit__(self, *exc_info: object) -> None:
+        process = self.process
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)  # serve forwards it to nginx and gunicorn and drains
+            try:
+                process.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                logger.warning("the service ignored SIGTERM for 40s; killing its process group")
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+        if process is not None:
+            try:
+                os.killpg(process.pid, signal.SIGTERM)  # children serve left behind, if any
+            except ProcessLookupError:
+                pass
+        self._log.close()
+
+
+def serve_script() -> Path:
+    script = REPO_ROOT / "container" / "serve"
+    if not script.exists():
+        raise RuntimeError(f"{script} not found: the demo runs the service from a source checkout")
+    return script
+
+
+def find_free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def post_image(url: str, data: bytes, accept: str) -> bytes:
+    """POST image bytes to ``url``/invocations; an HTTP error becomes a RuntimeError with the service's JSON."""
+    request = urllib.request.Request(url + "/invocations", data=data, method="POST",
+                                     headers={"Content-Type": "application/octet-stream", "Accept": accept})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.read()
+    except urllib.error.HTTPError as exc:
+        raise RuntimeError(f"/invocations answered {exc.code}: {exc.read()[:500]!r}") from exc
+
+
+def find_map50(metrics: dict) -> float | None:
+    """mAP@0.5 from ``car_damage evaluate``'s JSON (top level or under "mask"), None if absent."""
+    for source in (metrics, metrics.get("mask") or {}):
+        for key in ("mAP@0.5", "map50", "mAP50", "mAP_50", "mask_mAP@0.5"):
+            value = source.get(key) if isinstance(source, dict) else None
+            if isinstance(value, (int, float)):
+                return float(value)
+    return None
+
+
+def _run_logged(command: list[str], log_path: Path, what: str) -> float:
+    """Run a CLI step with its output on screen and in ``log_path``; raise with the log's tail on failure."""
+    print(f"$ {' '.join(_shorten(part) for part in command)}", flush=True)
+    started = time.perf_counter()
+    with log_path.open("w") as log:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                   cwd=REPO_ROOT)
+        assert process.stdout is not None  # noqa: S101 - Popen with PIPE always has stdout
+        for line in process.stdout:
+            log.write(line)
+            if not line.startswith(("WARNING: All log messages", "I0000", "W0000")):
+                sys.stdout.write("    " + line)
+        code = process.wait()
+    if code != 0:
+        tail = "".join(log_path.read_text().splitlines(keepends=True)[-20:])
+        raise RuntimeError(f"{what} failed (exit {code}); see {log_path}. Last lines:\n{tail}")
+    return time.perf_counter() - started
+
+
+def _shorten(part: str) -> str:
+    return "python" if part == sys.executable else part
+
+
+def prepare_model(settings: DemoSettings, cache_root: Path) -> DemoModel:
+    """Generate, train and evaluate into ``cache_root/demo/<key>`` unless that was done before."""
+    home = cache_root / "demo" / settings.cache_key()
+    dataset, model, metrics_path = home / "data", home / "model", home / "metrics.json"
+    if (model / WEIGHTS_NAME).exists() and metrics_path.exists():
+        print(f"Using the cached demo model {model} (key {settings.cache_key()})")
+        info = json.loads(metrics_path.read_text())
+        return DemoModel(model, dataset, info["metrics"], cached=True, train_seconds=info["train_seconds"])
+    home.mkdir(parents=True, exist_ok=True)
+    if not (dataset / "val" / synth.ANNOTATION_FILE).exists():
+        report = synth.generate(dataset, settings.data)
+        print(f"Generated {report.images['train']} train + {report.images['val']} val synthetic images "
+              f"({report.damages['scratch']} scratches, {report.damages['dent']} dents) in {report.seconds:.1f}s")
+    partial = home / "model.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    print(f"Training the demo model ({settings.training.backbone} backbone, {settings.training.image_size} px, "
+          f"{settings.training.epochs} x {settings.training.steps_per_epoch} steps):")
+    train_seconds = _run_logged(settings.training.command(dataset, partial), home / "train.log", "training")
+    if not (partial / WEIGHTS_NAME).exists():
+        raise RuntimeError(f"training finished but wrote no {WEIGHTS_NAME} into {partial}")
+    print(f"Trained in {train_seconds:.0f}s. Evaluating on the held-out synthetic images:")
+    evaluation = home / "evaluation.json"
+    command = [sys.executable, "-m", "car_damage", "evaluate", "--weights", str(partial / WEIGHTS_NAME),
+               "--dataset", str(dataset), "--subset", "val", "--attribute", settings.data.attribute,
+               "--out", str(evaluation)]
+    _run_logged(command, home / "evaluate.log", "evaluation")
+    metrics = json.loads(evaluation.read_text())
+    _stamp_card(partial / WEIGHTS_NAME, settings, metrics)
+    shutil.rmtree(model, ignore_errors=True)
+    partial.rename(model)
+    metrics_path.write_text(json.dumps({"metrics": metrics, "train_seconds": train_seconds}, indent=2) + "\n")
+    return DemoModel(model, dataset, metrics, cached=False, train_seconds=train_seconds)
+
+
+def _stamp_card(weights: Path, settings: DemoSettings, metrics: dict) -> None:
+    """Mark the sidecar as the synthetic demo model, with its held-out metrics, so answers say what served them."""
+    card_path = card_path_for(weights)
+    card = ModelCard.load(card_path)
+    card.version = f"synthetic-demo-{settings.cache_key()}"
+    map50 = find_map50(metrics)
+    card.metrics = {**card.metrics, "synthetic_val_mask_map50": map50}
+    card.save(card_path)
+
+
+def install_model(model: DemoModel, model_dir: Path) -> None:
+    """Copy the demo weights + sidecar into ``model_dir``; never overwrite somebody's own model."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    target = model_dir / WEIGHTS_NAME
+    card = card_path_for(target)
+    if target.exists() and card.exists():
+        try:
+            version = ModelCard.load(card).version
+        except ValueError:
+            version = ""
+        if not version.startswith("synthetic-demo-"):
+            raise RuntimeError(f"{target} exists and is not a demo model; pass another --model-dir "
+                               f"(make demo MODEL_DIR=...) rather than overwrite it")
+    elif target.exists():
+        raise RuntimeError(f"{target} exists without a demo sidecar; pass another --model-dir rather than overwrite it")
+    shutil.copy2(model.weights, target)
+    shutil.copy2(card_path_for(model.weights), card)
+
+
+def demo_images(dataset: Path, photos: Path | None, count: int) -> list[Path]:
+    """The first ``count`` held-out synthetic images, then every photo in ``photos`` (if that folder exists)."""
+    held_out = sorted(p for p in (dataset / "val").iterdir() if p.suffix == ".png")[:count]
+    real = sorted(p for p in photos.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if photos and photos.is_dir() \
+        else []
+    return held_out + real
+
+
+def _total_area(answer: dict) -> tuple[int, float]:
+    """Union area in pixels and as a fraction of the image, from the response's totals (or summed damages)."""
+    totals = answer.get("total") or answer.get("totals") or {}
+    if isinstance(totals, dict) and "area_px" in totals:
+        return int(totals["area_px"]), float(totals.get("area_fraction", 0.0))
+    damages = answer.get("damages", [])
+    return sum(int(d.get("area_px", 0)) for d in damages), sum(float(d.get("area_fraction", 0)) for d in damages)
+
+
+def query_service(url: str, images: Sequence[Path], out_dir: Path) -> list[tuple[Path, dict]]:
+    """POST every image for JSON and for an annotated PNG (saved in ``out_dir``); print the table."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    answers = []
+    print(f"\n{'image':34} {'size':>10} {'damages':>8} {'area px':>9} {'area %':>7} {'ms':>6}")
+    for path in images:
+        data = path.read_bytes()
+        started = time.perf_counter()
+        answer = json.loads(post_image(url, data, accept="application/json"))
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        png = post_image(url, data, accept="image/png")
+        (out_dir / f"{path.stem}_annotated.png").write_bytes(png)
+        area_px, fraction = _total_area(answer)
+        size = f"{answer.get('width', '?')}x{answer.get('height', '?')}"
+        print(f"{path.name[:34]:34} {size:>10} {answer.get('damage_count', 0):>8} {area_px:>9} "
+              f"{100 * fraction:>6.2f}% {elapsed_ms:>6.0f}")
+        answers.append((path, answer))
+    return answers
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    started = time.perf_counter()
+    model = prepare_model(settings, args.cache)
+    install_model(model, args.model_dir)
+    port = args.port or find_free_port()
+    images = demo_images(model.dataset, args.photos, args.held_out)
+    print(f"\nStarting the service (container/serve, nginx + gunicorn) on http://127.0.0.1:{port} "
+          f"with MODEL_DIR={args.model_dir}")
+    log_path = args.out / "service.log"
+    args.out.mkdir(parents=True, exist_ok=True)
+    with ServiceProcess(args.model_dir, port, log_path) as service:
+        ready = service.wait_ready(timeout=args.ready_timeout)
+        print(f"/ping answered 200 after {ready:.1f}s")
+        answers = query_service(service.url, images, args.out)
+    print(f"\nService stopped. Annotated images: {args.out}/ (service log: {log_path})")
+    if answers:
+        name, answer = answers[0]
+        print(f"\nThe JSON answer for {name.name}:")
+        print(json.dumps(answer, indent=1))
+    map50 = model.map50
+    verdict = "n/a" if map50 is None else ("meets" if map50 >= TARGET_MAP else "BELOW")
+    shown = "unknown" if map50 is None else f"{map50:.3f}"
+    print(f"\nHeld-out synthetic mask mAP@0.5: {shown} ({verdict} the {TARGET_MAP} target; "
+          f"{settings.data.num_val} images, model {'cached' if model.cached else 'trained'} in "
+          f"{model.train_seconds:.0f}s)")
+    print(f"Demo finished in {time.perf_counter() - started:.0f}s. "
+          f"Keep the service running: make serve MODEL_DIR={args.model_dir}")
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Replace this process with ``container/serve`` for ``args.model_dir`` (Ctrl-C stops it)."""
+    weights = sorted(args.model_dir.glob("mask_*cnn_*.h5")) if args.model_dir.is_dir() else []
+    if not weights:
+        print(f"error: no mask_cnn_<type>.h5 in {args.model_dir}; run `make demo` first or pass "
+              f"MODEL_DIR=<folder with your mask_cnn_scratch.h5>")
+        return 2
+    port = args.port or 8080
+    print(f"Serving {', '.join(w.name for w in weights)} from {args.model_dir} on http://127.0.0.1:{port}\n"
+          f"  curl -X POST http://127.0.0.1:{port}/invocations -H 'Content-Type: image/jpeg' "
+          f"--data-binary @car.jpg", flush=True)
+    env = ServiceProcess.environment(args.model_dir, port)
+    script = serve_script()
+    os.execve(str(script), [str(script)], env)
+    return 0  # not reached
+
+
+def settings_from_args(args: argparse.Namespace) -> DemoSettings:
+    data = synth.SynthSettings(n=args.n, height=args.size, width=args.size, seed=args.seed)
+    training = TrainingSettings(image_size=args.image_size, epochs=args.epochs, steps_per_epoch=args.steps,
+                                learning_rate=args.learning_rate)
+    return DemoSettings(data=data, training=training)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    data, training = synth.SynthSettings(), TrainingSettings()
+    parser = argparse.ArgumentParser(prog="python -m car_damage.demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--serve", action="store_true", help="only run the service in the foreground")
+    parser.add_argument("--model-dir", type=Path, default=Path("demo_model"))
+    parser.add_argument("--port", type=int, default=0, help="0: a free port (demo) or 8080 (--serve)")
+    parser.add_argument("--out", type=Path, default=Path("demo_out"), help="annotated images and the service log")
+    parser.add_argument("--cache", type=Path, default=Path(".cache"))
+    parser.add_argument("--photos", type=Path, default=SHARED_TEST_IMAGES, help="real photos to send, if present")
+    parser.add_argument("--held-out", type=int, default=4, help="held-out synthetic images to send")
+    parser.add_argument("--n", type=int, default=data.n, help="synthetic images (train + val)")
+    parser.add_argument("--size", type=int, default=data.height, help="synthetic image side in pixels")
+    parser.add_argument("--seed", type=int, default=data.seed)
+    parser.add_argument("--image-size", type=int, default=training.image_size, help="model input size")
+    parser.add_argument("--epochs", type=int, default=training.epochs)
+    parser.add_argument("--steps", type=int, default=training.steps_per_epoch, help="steps per epoch")
+    parser.add_argument("--learning-rate", type=float, default=training.learning_rate)
+    parser.add_argument("--ready-timeout", type=float, default=240.0, help="seconds to wait for /ping 200")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return run_serve(args) if args.serve else run_demo(args)
+    except (RuntimeError, ValueError, OSError) as exc:
+        print(f"\ndemo failed: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
