@@ -10,15 +10,19 @@ Shape shorthand:
 Deltas are (dy, dx, log(dh), log(dw)) in the centre/size parameterisation of Faster R-CNN; scaling by a
 BBOX_STD_DEV is the caller's business. Boxes are normalised inside the graph and in pixels outside; the
 functions here are the only crossings. NumPy functions keep matterport's names and semantics (``mrcnn.utils``
-re-exports them); the ``*_graph`` functions are the TensorFlow equivalents (plain ``tensorflow``, no Keras).
+re-exports them); the ``*_graph`` functions are the TensorFlow equivalents (plain ``tensorflow``, no Keras),
+which import TensorFlow on first use.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import tensorflow as tf
+
+if TYPE_CHECKING:  # TensorFlow is imported lazily so that ``import mrcnn.utils`` stays light.
+    import tensorflow as tf
 
 #: Added to normalised (y1, x1, y2, x2) to get pixels after scaling; pixel y2/x2 are exclusive.
 _PIXEL_SHIFT = np.array([0.0, 0.0, 1.0, 1.0])
@@ -153,12 +157,19 @@ def window_to_normalized(window: Sequence[int], image_shape: Sequence[int]) -> n
 # ---------------------------------------------------------------------------------------- TensorFlow
 
 
+def _tf():
+    import tensorflow
+
+    return tensorflow
+
+
 def _split4(boxes: tf.Tensor) -> list[tf.Tensor]:
-    return tf.unstack(boxes, num=4, axis=-1)
+    return _tf().unstack(boxes, num=4, axis=-1)
 
 
 def apply_box_deltas_graph(boxes: tf.Tensor, deltas: tf.Tensor) -> tf.Tensor:
     """TF twin of apply_box_deltas: boxes [..., 4], deltas [..., 4] -> refined boxes [..., 4]."""
+    tf = _tf()
     boxes = tf.convert_to_tensor(boxes, dtype=tf.float32)
     deltas = tf.convert_to_tensor(deltas, dtype=tf.float32)
     y1, x1, y2, x2 = _split4(boxes)
@@ -176,6 +187,7 @@ def apply_box_deltas_graph(boxes: tf.Tensor, deltas: tf.Tensor) -> tf.Tensor:
 
 def clip_boxes_graph(boxes: tf.Tensor, window: tf.Tensor) -> tf.Tensor:
     """Clip boxes [..., N, 4] into window [4] (or one window per batch item, [..., 4])."""
+    tf = _tf()
     boxes = tf.convert_to_tensor(boxes, dtype=tf.float32)
     window = tf.convert_to_tensor(window, dtype=tf.float32)
     if window.shape.rank is not None and boxes.shape.rank is not None and 1 < window.shape.rank < boxes.shape.rank:
@@ -191,6 +203,7 @@ def clip_boxes_graph(boxes: tf.Tensor, window: tf.Tensor) -> tf.Tensor:
 
 
 def _graph_scale_shift(shape: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    tf = _tf()
     shape = tf.cast(tf.convert_to_tensor(shape), tf.float32)
     h = shape[..., 0]
     w = shape[..., 1]
@@ -201,6 +214,7 @@ def _graph_scale_shift(shape: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
 
 def norm_boxes_graph(boxes: tf.Tensor, shape: tf.Tensor) -> tf.Tensor:
     """TF twin of norm_boxes: pixel boxes [..., 4], shape (H, W) [2] -> normalised float32 boxes."""
+    tf = _tf()
     scale, shift = _graph_scale_shift(shape)
     boxes = tf.cast(boxes, tf.float32)
     return tf.math.divide(boxes - shift, scale)
@@ -208,6 +222,7 @@ def norm_boxes_graph(boxes: tf.Tensor, shape: tf.Tensor) -> tf.Tensor:
 
 def denorm_boxes_graph(boxes: tf.Tensor, shape: tf.Tensor) -> tf.Tensor:
     """TF twin of denorm_boxes: normalised boxes [..., 4] -> int32 pixel boxes (tf.round is half-to-even)."""
+    tf = _tf()
     scale, shift = _graph_scale_shift(shape)
     boxes = tf.cast(boxes, tf.float32)
     return tf.cast(tf.round(boxes * scale + shift), tf.int32)
@@ -215,6 +230,7 @@ def denorm_boxes_graph(boxes: tf.Tensor, shape: tf.Tensor) -> tf.Tensor:
 
 def box_refinement_graph(box: tf.Tensor, gt_box: tf.Tensor) -> tf.Tensor:
     """TF twin of box_refinement: box [..., 4], gt_box [..., 4] -> deltas [..., 4]."""
+    tf = _tf()
     box = tf.cast(box, tf.float32)
     gt_box = tf.cast(gt_box, tf.float32)
     y1, x1, y2, x2 = _split4(box)
@@ -232,6 +248,7 @@ def box_refinement_graph(box: tf.Tensor, gt_box: tf.Tensor) -> tf.Tensor:
 
 def overlaps_graph(boxes1: tf.Tensor, boxes2: tf.Tensor) -> tf.Tensor:
     """IoU matrix: boxes1 [..., N, 4], boxes2 [..., M, 4] -> [..., N, M]. Two empty boxes give 0, not NaN."""
+    tf = _tf()
     boxes1 = tf.cast(boxes1, tf.float32)
     boxes2 = tf.cast(boxes2, tf.float32)
     b1y1, b1x1, b1y2, b1x2 = (tf.expand_dims(c, -1) for c in _split4(boxes1))  # [..., N, 1]
