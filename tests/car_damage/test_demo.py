@@ -1,0 +1,132 @@
+"""``make demo``: its pieces (cache key, model install, image list) and the whole pipeline at a tiny size."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import socket
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from car_damage import demo, synth
+from car_damage.model_card import ModelCard
+
+TINY_ARGS = ["--n", "6", "--size", "128", "--image-size", "128", "--epochs", "1", "--steps", "2",
+             "--held-out", "2", "--ready-timeout", "180"]
+
+
+def test_cache_key_follows_every_setting() -> None:
+    base = demo.DemoSettings()
+    assert base.cache_key() == demo.DemoSettings().cache_key()
+    assert base.cache_key() != demo.DemoSettings(data=synth.SynthSettings(seed=1)).cache_key()
+    assert base.cache_key() != demo.DemoSettings(training=demo.TrainingSettings(epochs=7)).cache_key()
+    assert base.cache_key() != demo.DemoSettings(training=demo.TrainingSettings(learning_rate=0.02)).cache_key()
+
+
+def test_training_command_is_the_documented_cli(tmp_path: Path) -> None:
+    command = demo.TrainingSettings(image_size=128, epochs=3, steps_per_epoch=5).command(tmp_path / "d", tmp_path / "m")
+    assert command[:4] == [sys.executable, "-m", "car_damage", "train"]
+    pairs = dict(zip(command[4::2], command[5::2], strict=False))
+    assert pairs["--weights"] == "none" and pairs["--backbone"] == "tiny" and pairs["--image-size"] == "128"
+    assert pairs["--epochs"] == "3" and pairs["--steps-per-epoch"] == "5" and pairs["--label"] == "scratch"
+    assert pairs["--dataset"] == str(tmp_path / "d") and pairs["--out"] == str(tmp_path / "m")
+
+
+@pytest.mark.parametrize(
+    "metrics, expected",
+    [({"mAP@0.5": 0.75}, 0.75), ({"mask": {"mAP@0.5": 0.5}}, 0.5), ({"map50": 1}, 1.0), ({"recall": 0.3}, None)],
+)
+def test_find_map50(metrics: dict, expected: float | None) -> None:
+    assert demo.find_map50(metrics) == expected
+
+
+def _fake_model(folder: Path, version: str) -> demo.DemoModel:
+    folder.mkdir(parents=True)
+    (folder / demo.WEIGHTS_NAME).write_bytes(b"weights")
+    ModelCard("scratch", ["BG", "scratch"], version=version).save(folder / "mask_cnn_scratch.json")
+    return demo.DemoModel(folder, folder, {}, cached=True, train_seconds=1.0)
+
+
+def test_install_model_copies_a_demo_model_but_never_overwrites_a_users_model(tmp_path: Path) -> None:
+    model = _fake_model(tmp_path / "cache", "synthetic-demo-abc")
+    target = tmp_path / "models"
+    demo.install_model(model, target)
+    assert (target / "mask_cnn_scratch.h5").read_bytes() == b"weights"
+    demo.install_model(model, target)  # a demo model may be replaced by a newer demo model
+    ModelCard("scratch", ["BG", "scratch"], version="v7").save(target / "mask_cnn_scratch.json")
+    with pytest.raises(RuntimeError, match="not a demo model"):
+        demo.install_model(model, target)
+    (target / "mask_cnn_scratch.json").unlink()
+    with pytest.raises(RuntimeError, match="without a demo sidecar"):
+        demo.install_model(model, target)
+
+
+def test_demo_images_are_held_out_synthetic_then_real_photos(tmp_path: Path) -> None:
+    synth.generate(tmp_path / "data", synth.SynthSettings(n=10, height=64, width=64))
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("b.JPG", "a.png", "notes.txt"):
+        (photos / name).write_bytes(b"x")
+    images = demo.demo_images(tmp_path / "data", photos, count=3)
+    assert [p.name for p in images] == ["synth_val_00000.png", "synth_val_00001.png", "a.png", "b.JPG"]
+    without_photos = demo.demo_images(tmp_path / "data", tmp_path / "absent", count=1)
+    assert [p.name for p in without_photos] == ["synth_val_00000.png"]
+
+
+def test_serve_refuses_a_folder_without_weights(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert demo.main(["--serve", "--model-dir", str(tmp_path)]) == 2
+    assert "no mask_cnn_<type>.h5" in capsys.readouterr().out
+
+
+def test_service_environment_points_at_the_model_and_port(tmp_path: Path) -> None:
+    env = demo.ServiceProcess.environment(tmp_path, 18080)
+    assert env["MODEL_DIR"] == str(tmp_path.resolve()) and env["SAGEMAKER_BIND_TO_PORT"] == "18080"
+    assert env["PATH"].split(":")[0] == str(Path(sys.executable).parent)
+
+
+def _port_is_closed(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_demo_end_to_end_at_a_tiny_size(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Generate, train 2 steps, evaluate, serve for real (nginx + gunicorn), query, stop; then again from cache."""
+    pytest.importorskip("mrcnn.model")
+    if shutil.which("nginx", path="/usr/sbin:/usr/local/sbin:/usr/bin") is None:
+        pytest.skip("nginx is not installed")
+    from car_damage.response import validate_response
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(np.full((90, 120, 3), 128, np.uint8)).save(photos / "grey.jpg")
+    args = [*TINY_ARGS, "--model-dir", str(tmp_path / "model"), "--out", str(tmp_path / "out"),
+            "--cache", str(tmp_path / "cache"), "--photos", str(photos)]
+    assert demo.main(args) == 0
+    printed = capsys.readouterr().out
+
+    rows = [line.split() for line in printed.splitlines() if line.startswith(("synth_val_", "grey.jpg"))]
+    assert [row[0] for row in rows] == ["synth_val_00000.png", "synth_val_00001.png", "grey.jpg"]
+    assert [row[1] for row in rows] == ["128x128", "128x128", "120x90"]
+    for name, size in (("synth_val_00000", (128, 128)), ("grey", (120, 90))):
+        with Image.open(tmp_path / "out" / f"{name}_annotated.png") as annotated:
+            assert annotated.format == "PNG" and annotated.size == size
+    answer = json.loads(printed.split("The JSON answer for synth_val_00000.png:\n", 1)[1].split("\n\n", 1)[0])
+    validate_response(answer)
+    assert answer["damage_count"] == len(answer["damages"]) == int(rows[0][2])
+
+    map50 = float(re.search(r"Held-out synthetic mask mAP@0\.5: ([0-9.]+)", printed).group(1))
+    assert 0.0 <= map50 <= 1.0
+    port = int(re.search(r"http://127\.0\.0\.1:(\d+)", printed).group(1))
+    assert _port_is_closed(port), "the service still listens after the demo"
+    card = ModelCard.load(tmp_path / "model" / "mask_cnn_scratch.json")
+    assert card.version.startswith("synthetic-demo-") and card.metrics["synthetic_val_mask_map50"] == map50
+
+    assert demo.main(args) == 0  # the second run takes the cached model and trains nothing
+    again = capsys.readouterr().out
+    assert "Using the cached demo model" in again and "Training the demo model" not in again
+    assert f"mAP@0.5: {map50:.3f}" in again
