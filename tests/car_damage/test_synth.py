@@ -152,3 +152,19 @@ def test_command_line_and_subparser(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "n must be >= 2" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         synth.main(["--out", str(tmp_path / "g"), "--scratches", "many"])
+
+
+def test_the_project_via_loader_rebuilds_exactly_the_generated_masks(tmp_path: Path) -> None:
+    """What training sees (car_damage.via) is what the generator drew."""
+    from car_damage.via import load_via, region_mask
+
+    settings = SynthSettings(n=4, val_fraction=0.25, height=96, width=112, seed=5, dents=(1, 1))
+    generate(tmp_path, settings)
+    parsed = load_via(tmp_path / "train" / "via_region_data.json")
+    assert parsed.format == "via2" and len(parsed.images) == 3
+    for index, entry in enumerate(parsed.images):
+        sample = render_sample(sample_rng(5, "train", index), settings)
+        assert entry.filename == f"synth_train_{index:05d}.png"
+        assert [r.attributes["damage"] for r in entry.regions] == [d.kind for d in sample.damages]
+        for region, damage in zip(entry.regions, sample.damages, strict=True):
+            assert np.array_equal(region_mask(region, 96, 112), damage.mask)
