@@ -113,7 +113,8 @@ class ServiceProcess:
 
     def __enter__(self) -> ServiceProcess:
         self._log = self.log_path.open("wb")
-        self.process = subprocess.Popen([str(serve_script())], env=self.environment(self.model_dir, self.port),
+        command = [sys.executable, str(serve_script())]  # this venv's python runs serve, so gunicorn is ours
+        self.process = subprocess.Popen(command, env=self.environment(self.model_dir, self.port),
                                         stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         return self
 
@@ -355,7 +356,7 @@ def run_serve(args: argparse.Namespace) -> int:
           f"--data-binary @car.jpg", flush=True)
     env = ServiceProcess.environment(args.model_dir, port)
     script = serve_script()
-    os.execve(str(script), [str(script)], env)
+    os.execve(sys.executable, [sys.executable, str(script)], env)
     return 0  # not reached
 
 
