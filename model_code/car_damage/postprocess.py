@@ -1,0 +1,274 @@
+"""Masks to the numbers users pay for: polygons, pixel areas, calibrated areas and COCO RLE.
+
+Coordinates. A mask pixel (row r, column c) is the unit square x in [c, c+1], y in [r, r+1] of the
+ORIGINAL image (y points down). Polygons trace pixel edges ("crack following"), so their vertices are
+integer pixel-corner coordinates and an unsimplified polygon encloses exactly the mask's pixels: a 4 x 3
+block at columns 2..5, rows 1..3 is the 4-point ring [[2, 1], [6, 1], [6, 4], [2, 4]] with area 12.
+
+Polygon layout. One polygon per connected component of the mask; a polygon is a list of rings, exterior
+first, then its holes; a ring is an open list of [x, y] points (the first point is not repeated). The
+exterior has a positive shoelace area in (x, y) image coordinates (clockwise on screen), holes negative.
+
+Connectivity. Foreground components are 4-connected: two blobs touching only at a corner (diagonally) are
+two polygons sharing that corner point; blobs sharing an edge are one polygon. A background region is a
+hole when it is enclosed by the component, even if it touches the outside at a single corner; such a hole
+touches its exterior at one point (valid for OGC/GeoJSON consumers), rings never cross themselves before
+simplification.
+
+Simplification. Douglas-Peucker (``skimage.measure.approximate_polygon``) with ``tolerance`` pixels;
+0 keeps the exact pixel outline (only collinear points are dropped). A ring that would collapse below 3
+points keeps its exact outline. Simplified rings approximate the mask; ``area_px`` always counts pixels.
+
+Calibrated area. ``AreaCalibration`` converts pixels to a physical area, either from the size of the whole
+image frame (the old system: the photo covers 14 in wide x 18 in high of car body, so one pixel of a
+2119 x 1415 photo is (14 / 2119) x (18 / 1415) = 8.4045e-05 in^2) or from a scale in pixels per unit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+from skimage.measure import approximate_polygon
+
+#: Length units accepted for calibration (areas come out in unit^2).
+LENGTH_UNITS = ("mm", "cm", "m", "in", "ft")
+#: 4-connectivity structuring element for foreground components.
+FOUR_CONNECTED = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=bool)
+
+# Edge directions in image coordinates (x right, y down): 0 +x, 1 +y, 2 -x, 3 -y. Every boundary edge is
+# oriented with its foreground pixel on the walker's right, so (d + 1) % 4 is a right turn, (d + 3) % 4 left.
+_DIRECTION_STEPS = np.array([[1, 0], [0, 1], [-1, 0], [0, -1]], dtype=np.int64)
+
+Ring = list[list[int]]
+Polygon = list[Ring]
+
+
+@dataclass(frozen=True)
+class AreaCalibration:
+    """Pixels -> physical area: either a frame (the whole image's width x height) or a pixel scale."""
+
+    unit: str
+    frame_width: float | None = None
+    frame_height: float | None = None
+    pixels_per_unit: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.unit not in LENGTH_UNITS:
+            raise ValueError(f"unit {self.unit!r} is not one of {LENGTH_UNITS}")
+        has_frame = self.frame_width is not None and self.frame_height is not None
+        if has_frame == (self.pixels_per_unit is not None):
+            raise ValueError("give exactly one of frame_width+frame_height or pixels_per_unit")
+        for value in (self.frame_width, self.frame_height, self.pixels_per_unit):
+            if value is not None and not (np.isfinite(value) and value > 0):
+                raise ValueError(f"calibration lengths must be positive and finite, got {value}")
+
+    @classmethod
+    def from_frame(cls, frame_width: float, frame_height: float, unit: str) -> AreaCalibration:
+        return cls(unit=unit, frame_width=float(frame_width), frame_height=float(frame_height))
+
+    @classmethod
+    def from_pixels_per_unit(cls, pixels_per_unit: float, unit: str) -> AreaCalibration:
+        return cls(unit=unit, pixels_per_unit=float(pixels_per_unit))
+
+    @property
+    def area_unit(self) -> str:
+        return f"{self.unit}^2"
+
+    @property
+    def method(self) -> str:
+        return "pixels_per_unit" if self.pixels_per_unit is not None else "frame"
+
+    def pixel_area(self, width_px: int, height_px: int) -> float:
+        """Physical area of one pixel of a ``width_px`` x ``height_px`` image, in ``unit``^2."""
+        if width_px <= 0 or height_px <= 0:
+            raise ValueError(f"image size must be positive, got {width_px}x{height_px}")
+        if self.pixels_per_unit is not None:
+            return 1.0 / (self.pixels_per_unit * self.pixels_per_unit)
+        return (self.frame_width / width_px) * (self.frame_height / height_px)
+
+    def area(self, pixels: int, width_px: int, height_px: int) -> float:
+        return pixels * self.pixel_area(width_px, height_px)
+
+    def to_json(self, width_px: int, height_px: int) -> dict[str, object]:
+        data: dict[str, object] = {"method": self.method, "unit": self.unit}
+        if self.pixels_per_unit is not None:
+            data["pixels_per_unit"] = self.pixels_per_unit
+        else:
+            data.update(frame_width=self.frame_width, frame_height=self.frame_height)
+        data["pixel_area"] = {"value": self.pixel_area(width_px, height_px), "unit": self.area_unit}
+        return data
+
+
+def mask_to_polygons(mask: np.ndarray, tolerance: float = 1.0) -> list[Polygon]:
+    """Boolean mask [H, W] -> polygons (see the module docstring for layout, coordinates, connectivity)."""
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be 2-D [H, W], got shape {mask.shape}")
+    if tolerance < 0 or not np.isfinite(tolerance):
+        raise ValueError(f"tolerance must be a finite number >= 0, got {tolerance}")
+    mask = mask.astype(bool, copy=False)
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return []
+    cols = np.flatnonzero(mask.any(axis=0))
+    top, left = int(rows[0]), int(cols[0])
+    crop = mask[top: int(rows[-1]) + 1, left: int(cols[-1]) + 1]  # labelling a tight crop is much cheaper
+
+    labels, _ = ndimage.label(crop, structure=FOUR_CONNECTED)
+    polygons = []
+    for index, region in enumerate(ndimage.find_objects(labels), start=1):
+        component = np.pad(labels[region] == index, 1)
+        # (x, y) of the padded component's origin in original image coordinates
+        origin = np.array([left + region[1].start - 1, top + region[0].start - 1], dtype=np.int64)
+        rings = [ring + origin for ring in _trace_rings(component)]
+        exteriors = [ring for ring in rings if _signed_area(ring) > 0]
+        holes = [ring for ring in rings if _signed_area(ring) < 0]
+        if len(exteriors) != 1:  # a 4-connected component has exactly one outer boundary
+            raise RuntimeError(f"traced {len(exteriors)} exterior rings for one component")
+        polygons.append([_simplify(ring, tolerance) for ring in exteriors + holes])
+    return polygons
+
+
+def _trace_rings(component: np.ndarray) -> list[np.ndarray]:
+    """All boundary rings of one zero-padded component, as [K, 2] int arrays of corner (x, y) points."""
+    fg = component
+    inner = fg[1:-1, 1:-1]
+    starts, directions = [], []
+    # (neighbour offset (dr, dc), edge start corner (dx, dy) relative to the pixel, direction)
+    for (dr, dc), (sx, sy), direction in (
+        ((-1, 0), (0, 0), 0),  # top edge, walking +x
+        ((0, 1), (1, 0), 1),   # right edge, walking +y
+        ((1, 0), (1, 1), 2),   # bottom edge, walking -x
+        ((0, -1), (0, 1), 3),  # left edge, walking -y
+    ):
+        neighbour = fg[1 + dr: fg.shape[0] - 1 + dr, 1 + dc: fg.shape[1] - 1 + dc]
+        r, c = np.nonzero(inner & ~neighbour)
+        starts.append(np.stack([c + 1 + sx, r + 1 + sy], axis=1))  # +1: back to padded coordinates
+        directions.append(np.full(r.size, direction, dtype=np.int64))
+    start = np.concatenate(starts).astype(np.int64)
+    direction = np.concatenate(directions)
+    end = start + _DIRECTION_STEPS[direction]
+
+    width = fg.shape[1] + 1  # corner grid is (H + 1) x (W + 1)
+    keys = (start[:, 1] * width + start[:, 0]) * 4 + direction
+    order = np.argsort(keys)
+    sorted_keys = keys[order]
+    end_vertex = end[:, 1] * width + end[:, 0]
+    next_edge = np.full(start.shape[0], -1, dtype=np.int64)
+    # Preference left > straight > right: at a saddle (two outgoing edges) turning left keeps the two
+    # diagonal pixels of this component joined and separates the exterior from a corner-touching hole.
+    for turn in (3, 0, 1):
+        wanted = end_vertex * 4 + (direction + turn) % 4
+        position = np.clip(np.searchsorted(sorted_keys, wanted), 0, len(sorted_keys) - 1)
+        found = (sorted_keys[position] == wanted) & (next_edge < 0)
+        next_edge[found] = order[position[found]]
+    if (next_edge < 0).any():
+        raise RuntimeError("open boundary while tracing a mask (internal error)")
+
+    visited = np.zeros(start.shape[0], dtype=bool)
+    rings = []
+    for first in range(start.shape[0]):
+        if visited[first]:
+            continue
+        cycle = []
+        edge = first
+        while not visited[edge]:
+            visited[edge] = True
+            cycle.append(edge)
+            edge = next_edge[edge]
+        cycle = np.asarray(cycle)
+        turns = direction[cycle] != direction[np.roll(cycle, 1)]  # keep corners, drop collinear points
+        rings.append(start[cycle[turns]])
+    return rings
+
+
+def _signed_area(ring: np.ndarray) -> float:
+    x, y = ring[:, 0].astype(np.float64), ring[:, 1].astype(np.float64)
+    return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y))
+
+
+def _simplify(ring: np.ndarray, tolerance: float) -> Ring:
+    if tolerance > 0 and len(ring) > 4:
+        closed = np.vstack([ring, ring[:1]])
+        simplified = approximate_polygon(closed, tolerance)[:-1]
+        if len(simplified) >= 3:
+            ring = simplified
+    return np.asarray(ring, dtype=np.int64).tolist()
+
+
+def polygon_area(polygon: Polygon) -> float:
+    """Area enclosed by a polygon (exterior minus holes), in square pixels."""
+    return float(sum(_signed_area(np.asarray(ring, dtype=np.float64)) for ring in polygon))
+
+
+# ---------------------------------------------------------------------------------------------- RLE
+def mask_to_rle(mask: np.ndarray) -> dict[str, object]:
+    """COCO compressed RLE of a boolean mask: ``{"size": [H, W], "counts": str}`` (column-major runs).
+
+    Readable by ``pycocotools.mask.decode``. Runs alternate 0s and 1s starting with 0s; each count (minus
+    the count two places back, from the fourth on) is written as 5-bit groups, low first, offset by 48
+    with a continuation bit, as in the COCO API.
+    """
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be 2-D [H, W], got shape {mask.shape}")
+    flat = mask.astype(bool).ravel(order="F")
+    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    bounds = np.concatenate([[0], change, [flat.size]])
+    counts = np.diff(bounds).tolist()
+    if flat.size and flat[0]:
+        counts.insert(0, 0)  # runs start with background
+    return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": _encode_counts(counts)}
+
+
+def rle_to_mask(rle: dict[str, object]) -> np.ndarray:
+    """Inverse of ``mask_to_rle`` (also accepts uncompressed ``counts`` lists)."""
+    height, width = (int(v) for v in rle["size"])
+    counts = rle["counts"]
+    if isinstance(counts, str):
+        counts = _decode_counts(counts)
+    counts = [int(c) for c in counts]
+    if sum(counts) != height * width or any(c < 0 for c in counts):
+        raise ValueError(f"RLE counts sum to {sum(counts)}, expected {height * width} for {height}x{width}")
+    values = np.zeros(len(counts), dtype=bool)
+    values[1::2] = True
+    flat = np.repeat(values, counts)
+    return flat.reshape((width, height)).T.copy()
+
+
+def _encode_counts(counts: list[int]) -> str:
+    chars = []
+    for index, count in enumerate(counts):
+        value = count - counts[index - 2] if index > 2 else count
+        more = True
+        while more:
+            chunk = value & 0x1F
+            value >>= 5  # arithmetic shift: negative deltas terminate at -1
+            more = value != -1 if chunk & 0x10 else value != 0
+            if more:
+                chunk |= 0x20
+            chars.append(chr(chunk + 48))
+    return "".join(chars)
+
+
+def _decode_counts(text: str) -> list[int]:
+    counts: list[int] = []
+    position = 0
+    while position < len(text):
+        value, shift, more = 0, 0, True
+        while more:
+            if position >= len(text):
+                raise ValueError("RLE string ends inside a count")
+            chunk = ord(text[position]) - 48
+            value |= (chunk & 0x1F) << shift
+            more = bool(chunk & 0x20)
+            position += 1
+            shift += 5
+            if not more and chunk & 0x10:
+                value |= -1 << shift  # sign-extend
+        if len(counts) > 2:
+            value += counts[-2]
+        counts.append(value)
+    return counts
