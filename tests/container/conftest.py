@@ -1,0 +1,161 @@
+"""Fixtures for the service tests: the container/ modules on sys.path, a small real model, a live server.
+
+The model is real (not a fake): the tiny 128 px config from tests/conftest.py with seeded random weights,
+saved as ``mask_cnn_scratch.h5`` + sidecar in a temp model dir, then loaded by ``DamagePredictor``. The lead's
+session fixture ``tiny_model_dir`` is used when tests/conftest.py provides it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CONTAINER_DIR = REPO_ROOT / "container"
+SERVE = CONTAINER_DIR / "serve"
+for _path in (CONTAINER_DIR, REPO_ROOT):  # predictor/wsgi as serve imports them; tests.conftest
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+#: Every wait in these tests is bounded; a tiny model loads in seconds, so this is generous.
+MODEL_READY_TIMEOUT_S = 180.0
+
+
+def build_tiny_model_dir(folder: Path) -> Path:
+    """Seeded random-weight tiny model saved the way training saves it (weights + sidecar)."""
+    pytest.importorskip("mrcnn.model", reason="the Mask R-CNN engine has not landed yet")
+    import tf_keras as keras
+
+    from car_damage.model_card import ModelCard, card_path_for
+    from mrcnn.model import MaskRCNN
+    from mrcnn.weights import save_weights
+    from tests.conftest import tiny_config
+
+    keras.utils.set_random_seed(7)
+    config = tiny_config()
+    model = MaskRCNN("inference", config, model_dir=str(folder))
+    weights = folder / "mask_cnn_scratch.h5"
+    save_weights(model.keras_model, str(weights))
+    ModelCard.from_config(config, ["BG", "scratch"], "scratch", version="test-random").save(card_path_for(weights))
+    keras.backend.clear_session()
+    return folder
+
+
+@pytest.fixture(scope="session")
+def service_model_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    try:
+        return Path(request.getfixturevalue("tiny_model_dir"))
+    except pytest.FixtureLookupError:
+        return build_tiny_model_dir(tmp_path_factory.mktemp("service_model"))
+
+
+@pytest.fixture(scope="session")
+def real_predictor(service_model_dir: Path):
+    inference = pytest.importorskip("car_damage.inference", reason="DamagePredictor has not landed yet")
+    return inference.DamagePredictor.from_model_dir(service_model_dir, warmup=True)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class LiveServer:
+    """A running ``container/serve``: its process, URL and log files."""
+
+    process: subprocess.Popen
+    port: int
+    log_dir: Path
+    ping_history: list[tuple[int, float, bytes]] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stdout(self) -> str:
+        return (self.log_dir / "stdout.log").read_text(errors="replace")
+
+    def stderr(self) -> str:
+        return (self.log_dir / "stderr.log").read_text(errors="replace")
+
+    def ping(self, timeout: float = 2.0) -> tuple[int, float, bytes]:
+        import requests
+
+        started = time.monotonic()
+        try:
+            response = requests.get(self.url + "/ping", timeout=timeout)
+            result = (response.status_code, time.monotonic() - started, response.content)
+        except requests.ConnectionError:
+            result = (0, time.monotonic() - started, b"")
+        self.ping_history.append(result)
+        return result
+
+    def wait_until(self, status: int, timeout_s: float = MODEL_READY_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"serve exited ({self.process.returncode}):\n{self.stderr()[-4000:]}")
+            if self.ping()[0] == status:
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"/ping never answered {status} in {timeout_s} s:\n{self.stderr()[-4000:]}")
+
+    def stop(self) -> int | None:
+        """SIGTERM, bounded wait, then SIGKILL the whole process group (serve, nginx, gunicorn)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)  # the group is serve's own (start_new_session)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            return self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            return None
+
+
+def start_server(model_dir: Path, log_dir: Path, **env_overrides: str) -> LiveServer:
+    port = free_port()
+    log_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env.update({
+        "MODEL_DIR": str(model_dir), "SAGEMAKER_BIND_TO_PORT": str(port), "MODEL_SERVER_THREADS": "4",
+        "TF_CPP_MIN_LOG_LEVEL": "2", "PATH": f"{Path(sys.executable).parent}:{env.get('PATH', '')}",
+        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+    })
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    env.update(env_overrides)
+    with open(log_dir / "stdout.log", "wb") as out, open(log_dir / "stderr.log", "wb") as err:
+        process = subprocess.Popen([sys.executable, str(SERVE)], env=env, stdout=out, stderr=err,
+                                   start_new_session=True)
+    return LiveServer(process=process, port=port, log_dir=log_dir)
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator:
+    """Start servers inside a test; every one is stopped (and its group killed) afterwards."""
+    started: list[LiveServer] = []
+
+    def factory(model_dir: Path, name: str = "server", **env: str) -> LiveServer:
+        server = start_server(model_dir, tmp_path / name, **env)
+        started.append(server)
+        return server
+
+    yield factory
+    for server in started:
+        server.stop()
