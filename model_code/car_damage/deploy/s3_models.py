@@ -65,6 +65,11 @@ class PublishResult:
     model_data_url: str = ""
     latest_model_data_url: str = ""
     archive_sha256: str = ""
+    uploaded: list[str] = field(default_factory=list)
+    already_present: list[str] = field(default_factory=list)
+
+    def record(self, target: S3Uri, sent: bool) -> None:
+        (self.uploaded if sent else self.already_present).append(str(target))
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -159,13 +164,14 @@ def _existing_sha(api: AwsApi, target: S3Uri) -> str | None:
     return head.get("Metadata", {}).get(SHA_METADATA_KEY, "")
 
 
-def upload(api: AwsApi, path: Path, target: S3Uri, sha: str, *, immutable: bool, force: bool) -> None:
-    """Upload with the SHA in metadata; an immutable key holding different bytes is refused unless forced."""
+def upload(api: AwsApi, path: Path, target: S3Uri, sha: str, *, immutable: bool, force: bool) -> bool:
+    """Upload with the SHA in metadata; an immutable key holding different bytes is refused unless forced.
+    Returns False when the key already held exactly these bytes (nothing sent)."""
     if immutable and not force:
         existing = _existing_sha(api, target)
         if existing == sha:
             logger.info("%s already holds these bytes", target)
-            return
+            return False
         if existing is not None:
             raise DeployError(
                 f"{target} already exists with different content (published versions are immutable); "
@@ -180,6 +186,7 @@ def upload(api: AwsApi, path: Path, target: S3Uri, sha: str, *, immutable: bool,
         Key=target.key,
         ExtraArgs={"Metadata": {SHA_METADATA_KEY: sha}},
     )
+    return True
 
 
 def publish_model(
@@ -204,9 +211,11 @@ def publish_model(
     for model in models:
         for path in model.paths:
             sha = sha256_of(path)
-            upload(api, path, base.join(model.damage_type, version, path.name), sha, immutable=True, force=force)
+            target = base.join(model.damage_type, version, path.name)
+            result.record(target, upload(api, path, target, sha, immutable=True, force=force))
             if update_latest:
-                upload(api, path, base.join(model.damage_type, LATEST, path.name), sha, immutable=False, force=force)
+                target = base.join(model.damage_type, LATEST, path.name)
+                result.record(target, upload(api, path, target, sha, immutable=False, force=force))
         result.version_prefixes[model.damage_type] = str(base.join(model.damage_type, version).as_prefix())
         if update_latest:
             result.latest_prefixes[model.damage_type] = str(base.join(model.damage_type, LATEST).as_prefix())
@@ -214,12 +223,12 @@ def publish_model(
         archive = Path(scratch) / ARCHIVE_NAME
         sha = build_archive(models, archive)
         target = base.join("archives", name, version, ARCHIVE_NAME)
-        upload(api, archive, target, sha, immutable=True, force=force)
+        result.record(target, upload(api, archive, target, sha, immutable=True, force=force))
         result.model_data_url = str(target)
         result.archive_sha256 = sha
         if update_latest:
             latest = base.join("archives", name, LATEST, ARCHIVE_NAME)
-            upload(api, archive, latest, sha, immutable=False, force=force)
+            result.record(latest, upload(api, archive, latest, sha, immutable=False, force=force))
             result.latest_model_data_url = str(latest)
     return result
 
