@@ -2,9 +2,10 @@
 
 Each annotation becomes one ``Region`` whose attributes are ``{"category": <category name>}``, so the class is
 resolved by the same attribute matching as VIA files. Polygon segmentations (a list of flat ``[x1, y1, x2, y2,
-...]`` lists, several parts per instance allowed) become ``coco_polygons`` regions; RLE segmentations (compressed or
-not) become ``rle`` regions decoded with pycocotools. Crowd annotations (``iscrowd: 1``) are not instances and are
-skipped; annotations with neither polygon nor RLE fall back to their ``bbox`` as a rectangle.
+...]`` lists, several parts per instance allowed) become ``coco_polygons`` regions; RLE segmentations (compressed
+or not) become ``rle`` regions (decoded by ``car_damage.postprocess``, the service's RLE code). Crowd annotations
+(``iscrowd: 1``) are not instances and are skipped; annotations with neither polygon nor RLE fall back
+to their ``bbox`` as a rectangle.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from car_damage.postprocess import mask_to_rle, rle_to_mask
 from car_damage.via import AnnotationFile, AnnotationFormatError, ImageEntry, Region
 
 logger = logging.getLogger(__name__)
@@ -101,24 +103,17 @@ def load_coco(path: str | Path) -> AnnotationFile:
 
 def decode_rle(rle: Mapping[str, Any], height: int, width: int) -> np.ndarray:
     """Boolean [height, width] mask from a COCO RLE (compressed string or uncompressed count list)."""
-    from pycocotools import mask as mask_utils
-
     rle_height, rle_width = (int(v) for v in rle["size"])
     if (rle_height, rle_width) != (height, width):
         raise AnnotationFormatError(
             f"RLE size {rle_height}x{rle_width} does not match the image size {height}x{width}"
         )
-    counts = rle["counts"]
-    if isinstance(counts, list):
-        encoded = mask_utils.frPyObjects({"counts": counts, "size": [rle_height, rle_width]}, rle_height, rle_width)
-    else:
-        encoded = {"counts": counts.encode() if isinstance(counts, str) else counts, "size": [rle_height, rle_width]}
-    return mask_utils.decode(encoded).astype(bool)
+    try:
+        return rle_to_mask(dict(rle))
+    except ValueError as exc:
+        raise AnnotationFormatError(f"bad RLE segmentation: {exc}") from exc
 
 
 def encode_rle(mask: np.ndarray) -> dict[str, Any]:
     """COCO compressed RLE (counts as str, JSON-ready) of one boolean [H, W] mask."""
-    from pycocotools import mask as mask_utils
-
-    encoded = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(v) for v in encoded["size"]], "counts": encoded["counts"].decode("ascii")}
+    return mask_to_rle(np.asarray(mask, dtype=bool))

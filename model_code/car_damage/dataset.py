@@ -7,7 +7,8 @@ is one of ``attribute_names`` and whose value names one of ``classes`` (case-ins
 the key ``Scratch`` in train and ``scratch`` in val; both match. When a dataset has one class and a region carries
 none of the attribute names at all, the region gets that class (the old balloon-style loader's behaviour).
 
-Images are read with EXIF orientation applied (as the service and the browser-based annotator show them), RGB.
+Images are decoded exactly as the service decodes uploads (``car_damage.image_io.decode_image``: EXIF
+orientation applied, as the browser-based annotator shows them; alpha composited; RGB uint8).
 Skipped with a logged warning: images without usable regions, images missing on disk or unreadable, image files
 in the folder without an annotation entry. Regions of unknown class or entirely outside the image are dropped
 with a warning.
@@ -17,15 +18,17 @@ from __future__ import annotations
 
 import json
 import logging
+import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from car_damage.coco import CATEGORY_ATTRIBUTE, looks_like_coco, parse_coco
+from car_damage.image_io import decode_image
 from car_damage.via import AnnotationFile, AnnotationFormatError, Region, looks_like_via, parse_via, region_mask
 from mrcnn import utils
 
@@ -37,6 +40,8 @@ DEFAULT_ATTRIBUTE_NAMES = ("class", "label", "damage", "type", "name", CATEGORY_
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 #: utils.Dataset source name for our classes (must not contain a dot).
 SOURCE = "damage"
+#: Training reads local files; allow larger photos than the service's upload limit.
+MAX_TRAINING_PIXELS = 200_000_000
 _EXIF_ORIENTATION = 0x0112
 _TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
 
@@ -146,20 +151,18 @@ def oriented_size(path: Path) -> tuple[int, int]:
     """(width, height) of the image as shown after EXIF orientation, read from the header only."""
     with Image.open(path) as image:
         width, height = image.size
-        if image.getexif().get(_EXIF_ORIENTATION) in _TRANSPOSING_ORIENTATIONS:
-            width, height = height, width
+        try:
+            orientation = image.getexif().get(_EXIF_ORIENTATION)
+        except (SyntaxError, ValueError, KeyError, TypeError, struct.error):
+            orientation = None  # decode_image ignores unreadable EXIF blocks too
+    if orientation in _TRANSPOSING_ORIENTATIONS:
+        width, height = height, width
     return width, height
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
-    """uint8 [H, W, 3] RGB with EXIF orientation applied (grey, palette, RGBA, CMYK converted)."""
-    with Image.open(path) as image:
-        image = ImageOps.exif_transpose(image)
-        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-            array = np.asarray(image, dtype=np.float64)
-            peak = max(float(array.max()), 1.0)
-            image = Image.fromarray(np.round(array * (255.0 / max(peak, 255.0))).astype(np.uint8))
-        return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    """uint8 [H, W, 3] RGB exactly as the service decodes it (EXIF orientation, alpha/grey/16-bit rules)."""
+    return decode_image(Path(path).read_bytes(), max_pixels=MAX_TRAINING_PIXELS)
 
 
 def load_split(
@@ -257,7 +260,12 @@ class DamageDataset(utils.Dataset):
             )
 
     def load_image(self, image_id: int) -> np.ndarray:
-        return read_rgb(self.image_info[image_id]["path"])
+        info = self.image_info[image_id]
+        image = read_rgb(info["path"])
+        if image.shape[:2] != (info["height"], info["width"]):
+            raise ValueError(f"{info['path']} decoded to {image.shape[1]}x{image.shape[0]}, its header said "
+                             f"{info['width']}x{info['height']}; the file changed since the dataset was loaded?")
+        return image
 
     def load_mask(self, image_id: int) -> tuple[np.ndarray, np.ndarray]:
         """(bool [H, W, N], int32 [N]) for the image's regions, clipped to the image."""

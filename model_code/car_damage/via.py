@@ -282,7 +282,7 @@ def region_mask(region: Region, height: int, width: int) -> np.ndarray:
             mask |= _polygon_mask(list(flat[0::2]), list(flat[1::2]), height, width)
         return mask
     if region.shape == "rle":
-        from car_damage.coco import decode_rle  # pycocotools is only needed for RLE regions
+        from car_damage.coco import decode_rle  # coco imports this module
 
         return decode_rle(p, height, width)
     raise AnnotationFormatError(f"cannot rasterise shape {region.shape!r}")
