@@ -30,6 +30,7 @@ CONTENT_TYPES = {
 }
 IMAGE_EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg"}
 RUNTIME = "sagemaker-runtime"
+GENERIC_TYPES = frozenset({"", "binary/octet-stream", "application/octet-stream"})
 
 
 def content_type_for(path: Path, explicit: str | None) -> str:
@@ -178,7 +179,11 @@ def _wait_for_async(api: AwsApi, args: argparse.Namespace, photo: Path, entry: d
         found = _s3_object(api, output)
         if found is not None:
             body = found["Body"].read()
-            return _handle_body(body, found.get("ContentType") or args.accept, photo, out_dir)
+            stored_type = found.get("ContentType") or ""
+            # S3's generic types say nothing about the payload; the Accept we asked for does.
+            if stored_type in GENERIC_TYPES:
+                stored_type = args.accept
+            return _handle_body(body, stored_type, photo, out_dir)
         failed = _s3_object(api, failure) if failure else None
         if failed is not None:
             return {"error": "async inference failed", "body": failed["Body"].read().decode("utf-8", "replace")}

@@ -8,27 +8,15 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-
-REGION = "us-east-1"
-ROLE = "arn:aws:iam::123456789012:role/SageMakerExecution"
-IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/car-damage:0123456789ab"
-#: moto validates instance types against an old list that lacks ml.g5.*; the tool itself accepts any type.
-GPU_TYPE = "ml.g4dn.xlarge"
+from deploy_testlib import REGION, free_port
 
 pytest.importorskip("boto3")
 pytest.importorskip("moto.server")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

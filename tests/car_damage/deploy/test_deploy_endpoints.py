@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import GPU_TYPE, IMAGE, ROLE
+from deploy_testlib import GPU_TYPE, IMAGE, ROLE
 
 from car_damage.deploy.api import AwsApi, DeployError
 from car_damage.deploy.endpoints import wait_for_endpoint
