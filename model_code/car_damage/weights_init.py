@@ -16,6 +16,7 @@ are checked against the expected size (and MD5 where known) and only then rename
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import os
 import urllib.error
@@ -88,7 +89,7 @@ def download(url: str, dest: str | Path, expected_bytes: int | None = None, md5:
             raise WeightsInitError(f"download of {url} gave {received} bytes, expected {expected_bytes}")
         if md5 is not None and digest.hexdigest() != md5:
             raise WeightsInitError(f"download of {url} has MD5 {digest.hexdigest()}, expected {md5}")
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
         partial.unlink(missing_ok=True)
         if isinstance(exc, WeightsInitError):
             raise
