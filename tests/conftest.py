@@ -64,3 +64,27 @@ def tiny_config(**overrides):
 @pytest.fixture
 def tiny_inference_config():
     return tiny_config()
+
+
+def build_tiny_model_dir(folder: Path, damage_type: str = "scratch", seed: int = 7, **overrides) -> Path:
+    """A real, seeded random-weight tiny model saved the way training saves it: weights + sidecar."""
+    import tf_keras as keras
+
+    from car_damage.model_card import ModelCard, card_path_for
+    from mrcnn.model import MaskRCNN
+
+    keras.utils.set_random_seed(seed)
+    config = tiny_config(NAME=damage_type, **overrides)
+    model = MaskRCNN("inference", config, model_dir=str(folder))
+    weights = folder / f"mask_cnn_{damage_type}.h5"
+    model.save_weights(str(weights))
+    card = ModelCard.from_config(config, ["BG", damage_type], damage_type, version="test-random")
+    card.save(card_path_for(weights))
+    keras.backend.clear_session()
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Session-wide folder holding ``mask_cnn_scratch.h5`` + ``mask_cnn_scratch.json`` (random, seeded)."""
+    return build_tiny_model_dir(tmp_path_factory.mktemp("tiny_model"))
