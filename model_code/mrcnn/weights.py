@@ -206,7 +206,7 @@ def inspect_weights(filepath: str | os.PathLike) -> WeightsInfo:
     path = os.fspath(filepath)
     with _open(path) as f:
         root = _weights_root(f, path)
-        layers = _file_layers(root, path)
+        layers = {n: t for n, t in _file_layers(root, path).items() if n not in IGNORED_GROUPS}
         keras_version = _text(root.attrs["keras_version"]) if "keras_version" in root.attrs else None
     names = set(layers)
     resnet101_only = conv_name(4, chr(ord("b") + STAGE4_IDENTITY_BLOCKS["resnet101"] - 1), "2a")  # res4w_branch2a
