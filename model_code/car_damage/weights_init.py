@@ -1,8 +1,9 @@
 """Initial weights for training (``--weights coco|last|imagenet|none|PATH``) and inference models from a file.
 
-Every file is checked before anything is loaded (``mrcnn.weights.inspect_weights`` reads only the HDF5 layout), so a
-truncated or foreign file gives a clear error instead of a half-loaded model. Downloads go to ``<dest>.partial``,
-are checked against the expected size (and MD5 where known) and only then renamed into place.
+Every file is checked before anything is loaded (size where known, then ``mrcnn.weights.inspect_weights``, which
+reads the HDF5 layout), so a truncated or foreign file gives a clear error instead of a half-loaded model.
+Downloads use the engine's ``mrcnn.utils.download_trained_weights`` (streamed to a temporary file, size and HDF5
+signature checked, renamed into place only when intact).
 
 - ``coco``: matterport's ``mask_rcnn_coco.h5`` (v2.0 release, 257,557,808 bytes), downloaded when missing; the four
   class-specific head layers are excluded when NUM_CLASSES != 81 (matterport's fine-tuning recipe).
@@ -15,12 +16,8 @@ are checked against the expected size (and MD5 where known) and only then rename
 
 from __future__ import annotations
 
-import hashlib
-import http.client
 import logging
 import os
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,10 +29,8 @@ WEIGHT_CHOICES = ("coco", "last", "imagenet", "none")
 HEAD_LAYERS = ("mrcnn_class_logits", "mrcnn_bbox_fc", "mrcnn_bbox", "mrcnn_mask")
 COCO_NUM_CLASSES = 81
 COCO_WEIGHTS_NAME = "mask_rcnn_coco.h5"
-COCO_WEIGHTS_BYTES = 257_557_808
 #: Environment override for where the COCO file lives.
 COCO_PATH_ENV = "CAR_DAMAGE_COCO_WEIGHTS"
-_CHUNK_BYTES = 1 << 20
 
 
 class WeightsInitError(ValueError):
@@ -63,40 +58,20 @@ def coco_model_url() -> str:
     return utils.COCO_MODEL_URL
 
 
-def download(url: str, dest: str | Path, expected_bytes: int | None = None, md5: str | None = None,
-             progress: bool = True, timeout: float = 60.0) -> Path:
-    """Fetch ``url`` to ``dest`` atomically; raise WeightsInitError on HTTP errors, short reads or bad checksums."""
-    from tqdm import tqdm
+def coco_model_bytes() -> int:
+    from mrcnn import utils
 
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    partial = dest.with_name(dest.name + ".partial")
-    digest = hashlib.md5(usedforsecurity=False)
-    received = 0
+    return utils.COCO_MODEL_BYTES
+
+
+def download_coco(path: Path) -> None:
+    """matterport's COCO file to ``path`` via the engine's checked download (size, HDF5 signature, atomic)."""
+    from mrcnn import utils
+
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, open(partial, "wb") as out:
-            announced = response.headers.get("Content-Length")
-            total = int(announced) if announced and announced.isdigit() else expected_bytes
-            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress) as bar:
-                for chunk in iter(lambda: response.read(_CHUNK_BYTES), b""):
-                    out.write(chunk)
-                    digest.update(chunk)
-                    received += len(chunk)
-                    bar.update(len(chunk))
-        if announced and announced.isdigit() and received != int(announced):
-            raise WeightsInitError(f"download of {url} stopped after {received} of {announced} bytes")
-        if expected_bytes is not None and received != expected_bytes:
-            raise WeightsInitError(f"download of {url} gave {received} bytes, expected {expected_bytes}")
-        if md5 is not None and digest.hexdigest() != md5:
-            raise WeightsInitError(f"download of {url} has MD5 {digest.hexdigest()}, expected {md5}")
-    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
-        partial.unlink(missing_ok=True)
-        if isinstance(exc, WeightsInitError):
-            raise
-        raise WeightsInitError(f"download of {url} to {dest} failed: {exc}") from exc
-    partial.replace(dest)
-    logger.info("downloaded %s (%d bytes) to %s", url, received, dest)
-    return dest
+        utils.download_trained_weights(str(path), verbose=1, url=coco_model_url(), expected_size=coco_model_bytes())
+    except utils.WeightsDownloadError as exc:
+        raise WeightsInitError(f"--weights coco: {exc}") from exc
 
 
 def check_weights_file(path: str | Path, expected_bytes: int | None = None) -> Any:
@@ -128,8 +103,8 @@ def resolve_weights_path(spec: str, model: Any = None, coco_path: str | Path | N
         if not path.exists():
             if not allow_download:
                 raise WeightsInitError(f"{path} is missing and downloads are disabled")
-            download(coco_model_url(), path, expected_bytes=COCO_WEIGHTS_BYTES)
-        return path, COCO_WEIGHTS_BYTES
+            download_coco(path)
+        return path, coco_model_bytes()
     if name == "imagenet":
         if model is None:
             raise WeightsInitError("--weights imagenet needs a model")

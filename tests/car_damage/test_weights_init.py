@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import http.server
 import threading
 from types import SimpleNamespace
@@ -16,7 +15,6 @@ from car_damage.weights_init import (
     HEAD_LAYERS,
     WeightsInitError,
     check_weights_file,
-    download,
     initialise_weights,
     resolve_weights_path,
 )
@@ -76,44 +74,57 @@ def server():
     httpd.server_close()
 
 
-def test_download_writes_atomically_and_checks_size_and_md5(server, tmp_path):
+@pytest.fixture
+def coco_server(server, tmp_path, monkeypatch):
+    """The local server publishes a small valid weights file as mask_rcnn_coco.h5."""
     base, handler = server
-    payload = bytes(range(256)) * 40
-    handler.files["/w.h5"] = payload
-    dest = download(f"{base}/w.h5", tmp_path / "sub" / "w.h5", expected_bytes=len(payload),
-                    md5=hashlib.md5(payload).hexdigest(), progress=False)
-    assert dest.read_bytes() == payload
-    with pytest.raises(WeightsInitError, match=f"gave {len(payload)} bytes, expected 5"):
-        download(f"{base}/w.h5", tmp_path / "x.h5", expected_bytes=5, progress=False)
-    with pytest.raises(WeightsInitError, match="MD5"):
-        download(f"{base}/w.h5", tmp_path / "x.h5", md5="0" * 32, progress=False)
-    with pytest.raises(WeightsInitError, match="404"):
-        download(f"{base}/missing.h5", tmp_path / "x.h5", progress=False)
-    assert not list(tmp_path.glob("x.h5*"))  # neither the file nor a .partial stays behind
-
-
-def test_truncated_transfer_is_an_error(server, tmp_path):
-    base, handler = server
-    handler.files["/cut.h5"] = b"x" * 100
-    handler.lies["/cut.h5"] = 1000
-    with pytest.raises(WeightsInitError, match="(100 of 1000 bytes)|(failed)"):
-        download(f"{base}/cut.h5", tmp_path / "cut.h5", progress=False)
-    assert not list(tmp_path.glob("cut.h5*"))
-
-
-def test_coco_is_downloaded_once_then_reused(server, tmp_path, monkeypatch):
-    base, handler = server
-    real = head_file(tmp_path / "source.h5", 81)
-    handler.files["/mask_rcnn_coco.h5"] = real.read_bytes()
+    source = head_file(tmp_path / "source.h5", 81)
+    handler.files["/mask_rcnn_coco.h5"] = source.read_bytes()
     monkeypatch.setattr(weights_init, "coco_model_url", lambda: f"{base}/mask_rcnn_coco.h5")
-    monkeypatch.setattr(weights_init, "COCO_WEIGHTS_BYTES", real.stat().st_size)
+    monkeypatch.setattr(weights_init, "coco_model_bytes", lambda: source.stat().st_size)
+    return handler, source
+
+
+def test_coco_is_downloaded_once_then_reused(coco_server, tmp_path):
+    handler, source = coco_server
     target = tmp_path / "cache" / "mask_rcnn_coco.h5"
-    assert resolve_weights_path("coco", coco_path=target) == (target, real.stat().st_size)
+    assert resolve_weights_path("coco", coco_path=target) == (target, source.stat().st_size)
     assert resolve_weights_path("COCO", coco_path=target)[0] == target
     assert handler.requests == ["/mask_rcnn_coco.h5"]
-    assert target.read_bytes() == real.read_bytes()
+    assert target.read_bytes() == source.read_bytes()
+    assert check_weights_file(target, source.stat().st_size).num_classes == 81
     with pytest.raises(WeightsInitError, match="downloads are disabled"):
         resolve_weights_path("coco", coco_path=tmp_path / "other.h5", allow_download=False)
+
+
+def test_truncated_or_wrong_downloads_leave_nothing_behind(coco_server, tmp_path, monkeypatch):
+    handler, source = coco_server
+    target = tmp_path / "mask_rcnn_coco.h5"
+    handler.lies["/mask_rcnn_coco.h5"] = source.stat().st_size + 1000  # connection closes early
+    with pytest.raises(WeightsInitError, match="--weights coco: .*(cut off|expected|announces)"):
+        resolve_weights_path("coco", coco_path=target)
+    handler.lies.clear()
+    monkeypatch.setattr(weights_init, "coco_model_bytes", lambda: 257_557_808)  # the real file's size
+    with pytest.raises(WeightsInitError, match="257557808"):
+        resolve_weights_path("coco", coco_path=target)
+    handler.files["/mask_rcnn_coco.h5"] = b"<html>rate limited</html>"
+    monkeypatch.setattr(weights_init, "coco_model_bytes", lambda: None)
+    with pytest.raises(WeightsInitError, match="not an HDF5"):
+        resolve_weights_path("coco", coco_path=target)
+    del handler.files["/mask_rcnn_coco.h5"]
+    with pytest.raises(WeightsInitError, match="404"):
+        resolve_weights_path("coco", coco_path=target)
+    assert list(tmp_path.iterdir()) == [tmp_path / "source.h5"]
+
+
+def test_an_existing_short_coco_file_is_refused(coco_server, tmp_path):
+    _, source = coco_server
+    target = tmp_path / "mask_rcnn_coco.h5"
+    target.write_bytes(source.read_bytes()[:100])  # e.g. left by an interrupted matterport download
+    model = RecordingModel(num_classes=2)
+    with pytest.raises(WeightsInitError, match="interrupted download"):
+        initialise_weights(model, "coco", coco_path=target)
+    assert model.calls == []  # nothing was loaded
 
 
 def test_check_weights_file_rejects_truncated_and_foreign_files(tmp_path):
