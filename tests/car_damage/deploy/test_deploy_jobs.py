@@ -170,17 +170,40 @@ def test_job_waiter_reports_failure_reason():
         wait_for_job(lambda: next(states), "TrainingJobStatus", poll_s=1, timeout_s=10, sleep=lambda s: None)
 
 
-def test_module_entry_point_dry_run_without_boto3_credentials(tmp_path):
+def test_module_entry_point_dry_run_needs_neither_boto3_nor_credentials(tmp_path):
+    """`python -m car_damage.deploy --dry-run ...` with boto3 made unimportable and no AWS settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env["SAGEMAKER_ROLE_ARN"] = ROLE
     env["AWS_CONFIG_FILE"] = str(tmp_path / "none")
-    result = subprocess.run(
-        [sys.executable, "-m", "car_damage.deploy", "--region", REGION, "--dry-run", "train-job", "--image", IMAGE,
-         "--train", "s3://training/train/", "--output", "s3://training/out/", "--job-name", "j1"],
-        capture_output=True, text=True, env=env, timeout=60,
+    argv = ["car_damage.deploy", "--region", REGION, "--dry-run", "train-job", "--image", IMAGE,
+            "--train", "s3://training/train/", "--output", "s3://training/out/", "--job-name", "j1"]
+    script = (
+        "import runpy, sys\n"
+        "sys.modules['boto3'] = None  # any import of boto3 now raises ImportError\n"
+        f"sys.argv = {argv!r}\n"
+        "runpy.run_module('car_damage.deploy', run_name='__main__')\n"
     )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60)
     assert result.returncode == 0, result.stderr
     calls = [json.loads(line) for line in result.stdout.splitlines()]
-    assert calls[-1]["operation"] == "create_training_job"
+    assert [c["operation"] for c in calls] == ["head_bucket", "list_objects_v2", "head_bucket",
+                                               "describe_training_job", "create_training_job"]
     assert calls[-1]["params"]["RoleArn"] == ROLE
     assert calls[-1]["params"]["InputDataConfig"][0]["ChannelName"] == "train"
+
+
+def test_missing_boto3_is_explained(monkeypatch):
+    import builtins
+
+    from car_damage.deploy.api import AwsApi
+
+    real_import = builtins.__import__
+
+    def no_boto3(name, *args, **kwargs):
+        if name.split(".")[0] in ("boto3", "botocore"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_boto3)
+    with pytest.raises(DeployError, match=r"pip install 'car-damage-maskrcnn\[aws\]'"):
+        AwsApi(region=REGION).call("s3", "head_bucket", Bucket="b")
