@@ -224,3 +224,29 @@ def test_utils_exports_matterport_names():
                  "expand_mask", "unmold_mask", "non_max_suppression", "trim_zeros", "batch_slice", "compute_iou",
                  "compute_overlaps", "apply_box_deltas", "box_refinement", "generate_anchors", "resize"]:
         assert callable(getattr(utils, name)) or isinstance(getattr(utils, name), str), name
+
+
+def test_visualize_apply_mask_and_display_instances(tmp_path):
+    from mrcnn import visualize
+
+    image = np.full((4, 4, 3), 100.0)
+    mask = np.zeros((4, 4), bool)
+    mask[1:3, 1:3] = True
+    out = visualize.apply_mask(image, mask, (1.0, 0.0, 0.5), alpha=0.5)
+    assert out[1, 1].tolist() == [177.5, 50.0, 113.75] and out[0, 0].tolist() == [100.0, 100.0, 100.0]
+    colors = visualize.random_colors(3)
+    assert len(set(colors)) == 3 and all(0 <= c <= 1 for rgb in colors for c in rgb)
+
+    masks = np.zeros((20, 30, 2), bool)
+    masks[2:8, 3:9, 0] = True
+    masks[10:20, 20:30, 1] = True  # touches the border: contour must still close
+    boxes = utils.extract_bboxes(masks)
+    figure = visualize.display_instances(np.zeros((20, 30, 3), np.uint8), boxes, masks, np.array([1, 2]),
+                                         ["BG", "scratch", "dent"], np.array([0.9, 0.8]), figsize=(3, 2))
+    ax = figure.axes[0]
+    assert len(ax.patches) == 4  # two boxes + two outlines
+    assert [t.get_text() for t in ax.texts] == ["scratch 0.900", "dent 0.800"]
+    figure.savefig(tmp_path / "vis.png")
+    assert (tmp_path / "vis.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="one entry per instance"):
+        visualize.display_instances(np.zeros((20, 30, 3)), boxes[:1], masks, np.array([1, 2]), ["BG", "a", "b"])
