@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from car_damage.options import InferenceOptions
-from car_damage.postprocess import AreaCalibration, mask_to_polygons, mask_to_rle
+from car_damage.postprocess import AreaCalibration, mask_to_polygons, mask_to_rle, tight_crop
 
 logger = logging.getLogger(__name__)
 
@@ -91,8 +91,15 @@ class _Kept:
     class_name: str
     score: float
     box: np.ndarray
-    mask: np.ndarray
+    mask: np.ndarray  # full image size (for RLE)
+    crop: np.ndarray  # tight crop of mask: polygons and unions work on it, not on the whole image
+    top: int
+    left: int
     area_px: int
+
+    def paste_into(self, union: np.ndarray) -> None:
+        height, width = self.crop.shape
+        union[self.top: self.top + height, self.left: self.left + width] |= self.crop
 
 
 def build_response(
@@ -125,7 +132,7 @@ def build_response(
             "class_name": item.class_name,
             "score": round(item.score, SCORE_DIGITS),
             "bbox": {"x": x1, "y": y1, "width": x2 - x1, "height": y2 - y1},
-            "polygons": mask_to_polygons(item.mask, options.polygon_tolerance),
+            "polygons": mask_to_polygons(item.crop, options.polygon_tolerance, origin=(item.left, item.top)),
             "area_px": item.area_px,
             "area_fraction": item.area_px / pixels,
         }
@@ -164,16 +171,17 @@ def _select(detections: Sequence[ModelDetections], options: InferenceOptions) ->
             if options.min_score is not None and score < options.min_score:
                 continue
             mask = model_detections.masks[:, :, i].astype(bool, copy=False)
-            area_px = int(np.count_nonzero(mask))
-            if area_px == 0:
+            cropped = tight_crop(mask)
+            if cropped is None:
                 logger.debug("dropping a %s detection (score %.3f) with an empty mask",
                              model_detections.damage_type, score)
                 continue
             class_id = int(model_detections.class_ids[i])
             names = model_detections.class_names
             class_name = names[class_id] if 0 <= class_id < len(names) else f"class_{class_id}"
-            kept.append(_Kept(model_detections.damage_type, class_name, float(score),
-                              model_detections.boxes[i], mask, area_px))
+            crop, top, left = cropped
+            kept.append(_Kept(model_detections.damage_type, class_name, float(score), model_detections.boxes[i],
+                              mask, crop, top, left, int(np.count_nonzero(crop))))
     kept.sort(key=lambda item: -item.score)  # stable: ties keep model order
     if options.max_instances is not None:
         kept = kept[: options.max_instances]
@@ -191,9 +199,9 @@ def _totals(kept: Sequence[_Kept], types_run: Sequence[str], image_size: tuple[i
         by_type_masks.setdefault(damage_type, np.zeros(image_size, dtype=bool))
         counts.setdefault(damage_type, 0)
     for item in kept:
-        by_type_masks[item.damage_type] |= item.mask
+        item.paste_into(by_type_masks[item.damage_type])
+        item.paste_into(overall)
         counts[item.damage_type] += 1
-        overall |= item.mask
 
     def summary(union: np.ndarray) -> dict[str, Any]:
         area_px = int(np.count_nonzero(union))
