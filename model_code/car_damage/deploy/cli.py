@@ -50,7 +50,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DeployError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except Exception as exc:  # botocore ClientError and friends: the AWS message is the useful part
+    except Exception as exc:  # botocore's errors: the AWS message is the useful part, not the traceback
+        if type(exc).__name__ == "ParamValidationError":
+            print(f"error: invalid request for {args.command}: {exc}", file=sys.stderr)
+            return 1
         if getattr(exc, "response", None) is None:
             raise
         print(f"error: AWS refused {args.command}: {client_error_message(exc)}", file=sys.stderr)

@@ -29,7 +29,9 @@ DEFAULT_GPU_INSTANCE = "ml.g5.xlarge"
 #: NVIDIA GPU families (ml.g4dn, ml.g5, ml.g6, ml.g6e, ml.p3, ml.p4d, ml.p5...); g4ad is AMD and gets no AMI.
 GPU_INSTANCE_PATTERN = re.compile(r"^ml\.(?!g4ad\.)(g\d+[a-z]*|p\d+[a-z]*)\.")
 HASH_CHARS = 10
-NOT_FOUND = ("Could not find", "ValidationException")
+#: SageMaker answers a describe_* of a missing resource with ValidationException "Could not find ..." (or, for
+#: some jobs, "Requested resource not found"); matching the message keeps other validation errors loud.
+NOT_FOUND = ("Could not find", "not found", "ResourceNotFound")
 
 
 def is_gpu_instance(instance_type: str) -> bool:
