@@ -61,7 +61,8 @@ def resolve_layers(layers: str) -> str:
     try:
         re.compile(pattern)
     except re.error as exc:
-        raise ValueError(f"layers {layers!r} is neither a preset {sorted(LAYER_PRESETS)} nor a valid regex: {exc}")
+        presets = sorted(LAYER_PRESETS)
+        raise ValueError(f"layers {layers!r} is neither a preset {presets} nor a valid regex: {exc}") from exc
     return pattern
 
 

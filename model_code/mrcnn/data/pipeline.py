@@ -205,7 +205,7 @@ class TrainingBatches:
                     continue
                 yielded = True
                 yield image_id, sample
-            if not yielded:
+            if not yielded and errors == 0:
                 raise ValueError("no image of the dataset has an instance with a positive class id")
 
     def _check_shape(self, sample: TrainingSample) -> None:

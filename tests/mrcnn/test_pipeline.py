@@ -1,0 +1,137 @@
+"""Training input pipeline: sample loading, batch layout, error surfacing, augmentation hooks."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from mrcnn.utils import Dataset
+from tests.conftest import tiny_config
+
+
+class BoxesDataset(Dataset):
+    """Synthetic 96x160 images with rectangular instances; ``fail_ids`` raise in load_image."""
+
+    def __init__(self, rects_per_image, fail_ids=(), source="shapes"):
+        super().__init__()
+        self.fail_ids = set(fail_ids)
+        self.add_class(source, 1, "damage")
+        for i, rects in enumerate(rects_per_image):
+            self.add_image(source, image_id=i, path=f"synthetic/{i}.png", rects=rects)
+        self.prepare()
+
+    def load_image(self, image_id):
+        if image_id in self.fail_ids:
+            raise OSError(f"cannot read synthetic/{image_id}.png")
+        image = np.full([96, 160, 3], 60, np.uint8)
+        for y1, x1, y2, x2 in self.image_info[image_id]["rects"]:
+            image[y1:y2, x1:x2] = 220
+        return image
+
+    def load_mask(self, image_id):
+        rects = self.image_info[image_id]["rects"]
+        masks = np.zeros([96, 160, len(rects)], bool)
+        for i, (y1, x1, y2, x2) in enumerate(rects):
+            masks[y1:y2, x1:x2, i] = True
+        return masks, np.ones([len(rects)], np.int32)
+
+
+RECTS = [[(10, 20, 50, 100)], [(40, 40, 90, 80), (5, 120, 30, 150)]]
+
+
+def test_load_image_gt_resizes_and_builds_mini_masks():
+    from mrcnn.data.pipeline import load_image_gt
+
+    config = tiny_config()
+    sample = load_image_gt(BoxesDataset(RECTS), config, 1)
+    assert sample.image.shape == (128, 128, 3)
+    # 160 px wide -> scale 0.8, 96 * 0.8 = 76.8 -> 77 rows padded to 128 (26 on top).
+    np.testing.assert_array_equal(sample.class_ids, [1, 1])
+    assert sample.masks.shape == (56, 56, 2) and sample.masks.dtype == bool
+    assert sample.masks.all(axis=(0, 1)).all()  # a rectangle fills its own box's mini mask
+    y1, x1, y2, x2 = sample.boxes[0]
+    assert abs(x1 - 32) <= 1 and abs(x2 - 64) <= 1 and y2 - y1 == pytest.approx(40, abs=1)
+    assert sample.image_meta.shape == (config.IMAGE_META_SIZE,)
+    assert sample.image_meta[0] == 1  # the real image id
+
+
+def test_batches_have_the_training_model_layout():
+    from mrcnn.data.pipeline import TrainingBatches, training_anchors
+
+    config = tiny_config(IMAGES_PER_GPU=2)
+    batches = TrainingBatches(BoxesDataset(RECTS), config, seed=0)
+    images, metas, rpn_match, rpn_bbox, gt_class_ids, gt_boxes, gt_masks = next(iter(batches))
+    num_anchors = training_anchors(config).shape[0]
+    assert images.shape == (2, 128, 128, 3) and images.dtype == np.float32
+    assert rpn_match.shape == (2, num_anchors, 1) and rpn_match.dtype == np.int32
+    assert rpn_bbox.shape == (2, config.RPN_TRAIN_ANCHORS_PER_IMAGE, 4)
+    assert gt_class_ids.shape == (2, config.MAX_GT_INSTANCES) and gt_masks.shape == (2, 56, 56, 100)
+    counts = sorted(int(np.sum(ids > 0)) for ids in gt_class_ids)
+    assert counts == [1, 2]
+    for image_index in range(2):
+        positives = int(np.sum(rpn_match[image_index] == 1))
+        assert positives > 0
+        assert np.all(rpn_bbox[image_index, positives:] == 0)
+    # mean pixel subtracted
+    assert images.min() < 0
+
+
+def test_load_errors_are_logged_with_the_image_and_then_raised(caplog):
+    from mrcnn.data.pipeline import SampleLoadError, TrainingBatches
+
+    config = tiny_config()
+    caplog.set_level(logging.ERROR, logger="mrcnn.data.pipeline")
+    # One bad image out of two: skipped, logged with its id and path, training data still flows.
+    batches = iter(TrainingBatches(BoxesDataset(RECTS, fail_ids={0}), config, seed=0, max_errors=5))
+    for _ in range(3):
+        assert int(np.sum(next(batches)[4] > 0)) == 2  # always image 1
+    assert "synthetic/0.png" in caplog.text
+    # Every image broken: the error surfaces with the image id after max_errors failures.
+    broken = iter(TrainingBatches(BoxesDataset(RECTS, fail_ids={0, 1}), config, seed=0, max_errors=3))
+    with pytest.raises(SampleLoadError, match=r"image \d \(synthetic/\d.png\): OSError"):
+        next(broken)
+
+
+def test_dataset_without_instances_is_an_error_not_a_hang():
+    from mrcnn.data.pipeline import TrainingBatches
+
+    with pytest.raises(ValueError, match="no image"):
+        next(iter(TrainingBatches(BoxesDataset([[], []]), tiny_config(), seed=0)))
+
+
+def test_augmentation_runs_on_image_and_masks_and_respects_sources():
+    from mrcnn.data.pipeline import TrainingBatches, load_image_gt
+
+    calls = []
+
+    def flip(image, masks):
+        calls.append(masks.shape)
+        return image[:, ::-1], masks[:, ::-1]
+
+    dataset = BoxesDataset(RECTS)
+    plain = load_image_gt(dataset, tiny_config(), 0)
+    flipped = load_image_gt(dataset, tiny_config(), 0, augmentation=flip)
+    assert calls == [(128, 128, 1)]
+    np.testing.assert_array_equal(flipped.boxes[0], [plain.boxes[0][0], 128 - plain.boxes[0][3],
+                                                     plain.boxes[0][2], 128 - plain.boxes[0][1]])
+    calls.clear()
+    batches = iter(TrainingBatches(dataset, tiny_config(), augmentation=flip, no_augmentation_sources=["shapes"]))
+    next(batches)
+    assert calls == []
+
+    def bad(image, masks):
+        return image[:64], masks[:64]
+
+    with pytest.raises(ValueError, match="changed shapes"):
+        load_image_gt(dataset, tiny_config(), 0, augmentation=bad)
+
+
+def test_tf_dataset_yields_the_same_layout():
+    from mrcnn.data.pipeline import make_dataset
+
+    data = make_dataset(BoxesDataset(RECTS), tiny_config(), seed=0)
+    (inputs,) = next(iter(data))
+    assert len(inputs) == 7
+    assert tuple(inputs[0].shape) == (1, 128, 128, 3) and inputs[6].dtype.name == "bool"

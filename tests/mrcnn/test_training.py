@@ -1,0 +1,223 @@
+"""Training mode end to end: layer presets, the compiled step, checkpoints/resume, and a real overfitting run."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+
+import numpy as np
+import pytest
+import tf_keras as keras
+
+from mrcnn.model import MaskRCNN
+from mrcnn.training import LAYER_PRESETS, resolve_layers, set_trainable
+from mrcnn.utils import Dataset
+from tests.conftest import require_shared, tiny_config
+
+
+class RectDataset(Dataset):
+    """Two synthetic 128x128 images with bright rectangles as instances."""
+
+    RECTS = [[(20, 20, 60, 90)], [(50, 30, 100, 70), (10, 80, 40, 120)]]
+
+    def __init__(self):
+        super().__init__()
+        self.add_class("shapes", 1, "damage")
+        for i, rects in enumerate(self.RECTS):
+            self.add_image("shapes", image_id=i, path=f"synthetic/{i}", rects=rects)
+        self.prepare()
+
+    def load_image(self, image_id):
+        image = np.full([128, 128, 3], 50, np.uint8)
+        for y1, x1, y2, x2 in self.image_info[image_id]["rects"]:
+            image[y1:y2, x1:x2] = 230
+        return image
+
+    def load_mask(self, image_id):
+        rects = self.image_info[image_id]["rects"]
+        masks = np.zeros([128, 128, len(rects)], bool)
+        for i, (y1, x1, y2, x2) in enumerate(rects):
+            masks[y1:y2, x1:x2, i] = True
+        return masks, np.ones([len(rects)], np.int32)
+
+
+@pytest.fixture(scope="module")
+def training_model(tmp_path_factory):
+    keras.utils.set_random_seed(1)
+    return MaskRCNN("training", tiny_config(), tmp_path_factory.mktemp("logs"))
+
+
+def _trainable_names(keras_model):
+    names = set()
+    for layer in keras_model.layers:
+        if isinstance(layer, keras.Model):
+            names |= {f"{layer.name}/{inner.name}" for inner in layer.layers if inner.trainable and inner.weights}
+        elif layer.trainable and layer.weights:
+            names.add(layer.name)
+    return names
+
+
+def test_preset_regexes_select_matterport_stages():
+    names = ["conv1", "bn_conv1", "res2a_branch2a", "bn3b_branch2b", "res4f_branch2c", "bn5c_branch2a",
+             "fpn_c5p5", "rpn_model", "mrcnn_mask_conv1", "tiny_c3"]
+
+    def chosen(preset):
+        pattern = re.compile(resolve_layers(preset))
+        return {name for name in names if pattern.fullmatch(name)}
+
+    heads = {"fpn_c5p5", "rpn_model", "mrcnn_mask_conv1"}
+    assert chosen("heads") == heads
+    assert chosen("5+") == heads | {"bn5c_branch2a"}
+    assert chosen("4+") == heads | {"bn5c_branch2a", "res4f_branch2c"}
+    assert chosen("3+") == heads | {"bn5c_branch2a", "res4f_branch2c", "bn3b_branch2b"}
+    assert chosen("all") == set(names)
+    assert set(LAYER_PRESETS) == {"heads", "3+", "4+", "5+", "all"}
+    with pytest.raises(ValueError, match="regex"):
+        resolve_layers("res4(")
+
+
+def test_set_trainable_recurses_into_rpn_model_and_time_distributed(training_model):
+    keras_model = training_model.keras_model
+    set_trainable(keras_model, "heads")
+    names = _trainable_names(keras_model)
+    assert "tiny_c1" not in names and "fpn_c5p5" in names
+    assert "rpn_model/rpn_conv_shared" in names and "mrcnn_mask_conv1" in names
+    assert keras_model.get_layer("mrcnn_class_conv1").layer.trainable
+    assert not keras_model.get_layer("tiny_c2").trainable
+    heads_count = len(keras_model.trainable_weights)
+
+    set_trainable(keras_model, r"mrcnn\_mask.*")
+    assert _trainable_names(keras_model) == {f"mrcnn_mask_conv{i}" for i in range(1, 5)} | {
+        f"mrcnn_mask_bn{i}" for i in range(1, 5)} | {"mrcnn_mask_deconv", "mrcnn_mask"}
+    assert not keras_model.get_layer("rpn_model").get_layer("rpn_conv_shared").trainable
+
+    set_trainable(keras_model, "all")
+    assert len(keras_model.trainable_weights) == heads_count + 2 * 5  # + the 5 tiny backbone convs
+
+
+def test_step_without_gt_has_finite_losses_and_zero_box_mask_losses(training_model):
+    from mrcnn.data.pipeline import empty_batch, training_anchors
+
+    config = training_model.config
+    set_trainable(training_model.keras_model, "all")
+    training_model.compile(0.001, 0.9)
+    batch = list(empty_batch(config, training_anchors(config).shape[0]))
+    batch[0][:] = np.random.default_rng(0).normal(size=batch[0].shape)
+    batch[1][:, 4:7] = [128, 128, 3]
+    batch[1][:, 12:] = 1
+    batch[2][:, :64, 0] = -1  # some negative anchors, no positives
+    logs = training_model.keras_model.train_on_batch(tuple(batch), return_dict=True)
+    assert all(math.isfinite(value) for value in logs.values())
+    assert logs["rpn_bbox_loss"] == 0.0 and logs["mrcnn_bbox_loss"] == 0.0 and logs["mrcnn_mask_loss"] == 0.0
+    assert logs["rpn_class_loss"] > 0.0
+
+
+def test_weight_decay_skips_batchnorm_gamma_beta(training_model):
+    keras_model = training_model.keras_model
+    set_trainable(keras_model, "all")
+    expected = 0.0
+    for weight in keras_model.trainable_weights:
+        if "gamma" not in weight.name and "beta" not in weight.name:
+            values = weight.numpy()
+            expected += np.sum(values.astype(np.float64) ** 2) / values.size
+    assert any("gamma" in w.name for w in keras_model.trainable_weights)
+    got = float(keras_model.l2_loss())
+    assert got == pytest.approx(training_model.config.WEIGHT_DECAY * expected, rel=1e-4)
+
+
+def test_checkpoints_every_epoch_and_resume_restores_epoch(tmp_path):
+    keras.utils.set_random_seed(2)
+    config = tiny_config(STEPS_PER_EPOCH=2, VALIDATION_STEPS=1)
+    model = MaskRCNN("training", config, tmp_path)
+    run = model.train(RectDataset(), RectDataset(), 0.001, epochs=2, layers="heads")
+    assert model.epoch == 2
+    log_dir = os.path.basename(model.log_dir)
+    assert re.fullmatch(r"tiny\d{8}T\d{4}", log_dir)
+    assert [os.path.basename(p) for p in run.checkpoints] == ["mask_rcnn_tiny_0001.h5", "mask_rcnn_tiny_0002.h5"]
+    assert all(os.path.isfile(p) for p in run.checkpoints)
+    assert os.path.getsize(os.path.join(model.log_dir, "loss_curve.png")) > 1000
+    history = json.load(open(os.path.join(model.log_dir, "loss_history.json"), encoding="utf-8"))
+    assert len(history["steps"]) == 4 and len(history["epochs"]["val_loss"]) == 2
+    assert any(name.startswith("events.out.tfevents") for _, _, files in os.walk(model.log_dir) for name in files)
+    assert model.find_last() == run.checkpoints[-1]
+
+    resumed = MaskRCNN("training", config, tmp_path)
+    report = resumed.load_weights(run.checkpoints[-1], by_name=True)
+    assert report.ok and resumed.epoch == 2 and resumed.log_dir == model.log_dir
+    more = resumed.train(RectDataset(), None, 0.001, epochs=3, layers="heads")
+    assert [os.path.basename(p) for p in more.checkpoints] == ["mask_rcnn_tiny_0003.h5"]
+    assert os.path.dirname(more.checkpoints[0]) == model.log_dir and resumed.epoch == 3
+
+    inference = MaskRCNN("inference", tiny_config(), tmp_path)
+    loaded = inference.load_weights(more.checkpoints[0], by_name=True)
+    assert loaded.ok and not loaded.missing
+
+
+# ------------------------------------------------------------------ a real run on the seed scratch photos
+
+#: Three training photos with one sizeable scratch each (the overfitting set).
+OVERFIT_IMAGES = ("image19.jpg", "image21.jpg", "image31.jpg")
+
+
+class ViaScratchDataset(Dataset):
+    """Minimal VIA 1.x/2.x polygon reader for the test (the product's loader lives in car_damage)."""
+
+    def load(self, folder, names):
+        from skimage.draw import polygon
+
+        self.add_class("scratch", 1, "scratch")
+        with open(os.path.join(folder, "via_region_data.json"), encoding="utf-8") as handle:
+            annotations = json.load(handle)
+        for entry in annotations.values():
+            if entry["filename"] not in names:
+                continue
+            regions = entry["regions"]
+            regions = regions.values() if isinstance(regions, dict) else regions
+            image_path = os.path.join(folder, entry["filename"])
+            self.add_image("scratch", image_id=entry["filename"], path=image_path,
+                           polygons=[region["shape_attributes"] for region in regions])
+        self._polygon = polygon
+        self.prepare()
+        return self
+
+    def load_mask(self, image_id):
+        info = self.image_info[image_id]
+        height, width = self.load_image(image_id).shape[:2]
+        masks = np.zeros([height, width, len(info["polygons"])], bool)
+        for i, shape in enumerate(info["polygons"]):
+            rows, cols = self._polygon(shape["all_points_y"], shape["all_points_x"], (height, width))
+            masks[rows, cols, i] = True
+        return masks, np.ones([masks.shape[-1]], np.int32)
+
+
+def _best_iou(gt_mask, predicted):
+    best = 0.0
+    for i in range(predicted.shape[-1]):
+        union = np.sum(gt_mask | predicted[..., i])
+        best = max(best, np.sum(gt_mask & predicted[..., i]) / max(union, 1))
+    return best
+
+
+def test_real_training_run_overfits_the_seed_scratches(tmp_path):
+    folder = require_shared("seed_scratch", "train")
+    dataset = ViaScratchDataset().load(str(folder), OVERFIT_IMAGES)
+    assert dataset.num_images == len(OVERFIT_IMAGES)
+    keras.utils.set_random_seed(0)
+    config = tiny_config(STEPS_PER_EPOCH=50, LEARNING_RATE=0.02)
+    model = MaskRCNN("training", config, tmp_path)
+    run = model.train(dataset, None, config.LEARNING_RATE, epochs=8, layers="all")
+
+    epoch_loss = run.history["loss"]
+    assert all(math.isfinite(v) for v in epoch_loss)
+    assert epoch_loss[-1] <= 0.5 * epoch_loss[0], epoch_loss
+
+    detector = MaskRCNN("inference", tiny_config(DETECTION_MIN_CONFIDENCE=0.5), tmp_path)
+    assert detector.load_weights(run.checkpoints[-1], by_name=True).ok
+    ious = []
+    for image_id in dataset.image_ids:
+        gt_masks, _ = dataset.load_mask(image_id)
+        result = detector.detect([dataset.load_image(image_id)])[0]
+        ious += [_best_iou(gt_masks[..., i], result["masks"]) for i in range(gt_masks.shape[-1])]
+    assert sum(iou > 0.5 for iou in ious) >= math.ceil(0.66 * len(ious)), ious
