@@ -130,7 +130,7 @@ def ensure_model(api: AwsApi, name: str, role: str, container: dict[str, Any]) -
         logger.info("model %s already exists; reusing it", name)
         return False
     api.call("sagemaker", "create_model", ModelName=name, ExecutionRoleArn=role, PrimaryContainer=container)
-    logger.info("created model %s", name)
+    logger.info("%s model %s", "would create" if api.dry_run else "created", name)
     return True
 
 
@@ -205,5 +205,5 @@ def ensure_endpoint_config(api: AwsApi, name: str, definition: dict[str, Any]) -
         logger.info("endpoint config %s already exists; reusing it", name)
         return False
     api.call("sagemaker", "create_endpoint_config", EndpointConfigName=name, **definition)
-    logger.info("created endpoint config %s", name)
+    logger.info("%s endpoint config %s", "would create" if api.dry_run else "created", name)
     return True

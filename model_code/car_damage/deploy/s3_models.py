@@ -177,7 +177,7 @@ def upload(api: AwsApi, path: Path, target: S3Uri, sha: str, *, immutable: bool,
                 f"{target} already exists with different content (published versions are immutable); "
                 "publish a new --version, or pass --force to overwrite"
             )
-    logger.info("uploading %s -> %s", path, target)
+    logger.info("%s %s -> %s", "would upload" if api.dry_run else "uploading", path, target)
     api.call(
         "s3",
         "upload_file",
