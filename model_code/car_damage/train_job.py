@@ -259,6 +259,7 @@ def write_failure(paths: JobPaths, exc: BaseException) -> None:
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ INFO/WARNING lines drown the output
     paths = JobPaths.from_env()
     stop = StopOnSigterm()
     stop.install()
