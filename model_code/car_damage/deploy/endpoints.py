@@ -60,6 +60,7 @@ def wait_for_endpoint(
     """
     start = clock()
     last_status = None
+    transitioned = False  # a FailureReason seen before any Updating/RollingBack may be from an older update
     while True:
         description = describe()
         status = description.get("EndpointStatus", "?")
@@ -74,8 +75,10 @@ def wait_for_endpoint(
         if status == "InService":
             if config == expected_config:
                 return description
-            if reason:
+            if reason and transitioned:
                 raise DeployError(f"update rolled back to {config}: {reason}")
+        else:
+            transitioned = True
         if elapsed >= timeout_s:
             raise DeployError(f"endpoint still {status} after {elapsed:.0f} s; it keeps going, check the console")
         sleep(poll_s)

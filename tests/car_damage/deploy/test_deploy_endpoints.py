@@ -254,6 +254,15 @@ def test_waiter_treats_a_rollback_as_failure():
         wait(statuses)
 
 
+def test_waiter_ignores_a_stale_failure_reason_before_the_update_starts():
+    statuses = Statuses({"EndpointStatus": "InService", "EndpointConfigName": "cfg-old",
+                         "FailureReason": "an earlier update failed"},
+                        {"EndpointStatus": "Updating", "EndpointConfigName": "cfg-old"},
+                        {"EndpointStatus": "InService", "EndpointConfigName": "cfg-new"})
+    final, _ = wait(statuses)
+    assert final["EndpointConfigName"] == "cfg-new" and statuses.calls == 3
+
+
 def test_waiter_times_out():
     statuses = Statuses({"EndpointStatus": "Creating", "EndpointConfigName": "cfg-new"})
     with pytest.raises(DeployError, match="still Creating after 120 s"):
