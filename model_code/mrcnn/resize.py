@@ -13,15 +13,20 @@ rule with vectorised gathers (one pass per instance, no skimage call) and is che
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import random
+import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import scipy.ndimage
 import skimage.transform
+
+logger = logging.getLogger(__name__)
 
 RESIZE_MODES = ("none", "square", "pad64", "crop")
 #: Mask probabilities at or above this become foreground when unmolding (matterport's unmold_mask).
@@ -236,11 +241,51 @@ def _resize_threshold_into(
     maybe = values >= np.float32(threshold) - band
     if np.count_nonzero(maybe) == np.count_nonzero(out):
         return
-    rows, cols = np.nonzero(maybe & ~out)
+    flat = np.flatnonzero(np.not_equal(maybe, out))  # out implies maybe, so these are the band pixels
+    rows, cols = np.divmod(flat, out.shape[1])
     ty = tuple(a[r1:r2] for a in _axis_taps(n_in_y, out_h))
     tx = tuple(a[c1:c2] for a in _axis_taps(n_in_x, out_w))
     exact = _interpolate_exact(padded, ty, tx, rows, cols)
     out[rows, cols] = exact.astype(out_type) >= threshold
+
+
+@functools.lru_cache(maxsize=1)
+def _blas_controller() -> Any:
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # optional at run time: without it pasting is only slower on a busy CPU
+        logger.debug("threadpoolctl not installed; BLAS keeps its thread count while pasting masks")
+        return None
+    return ThreadpoolController()
+
+
+_blas_lock = threading.Lock()
+_blas_state: dict[str, Any] = {"users": 0, "limiter": None}
+
+
+@contextlib.contextmanager
+def _single_threaded_blas() -> Iterator[None]:
+    """Run the per-instance matmuls on one BLAS thread.
+
+    They are small; OpenBLAS's thread hand-off costs more than it saves, and on a busy CPU made pasting 10-25x
+    slower (measured). Reference-counted so that concurrent callers restore the original limit only once.
+    """
+    controller = _blas_controller()
+    if controller is None:
+        yield
+        return
+    with _blas_lock:
+        if _blas_state["users"] == 0:
+            _blas_state["limiter"] = controller.limit(limits=1, user_api="blas")
+        _blas_state["users"] += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_state["users"] -= 1
+            if _blas_state["users"] == 0:
+                _blas_state["limiter"].restore_original_limits()
+                _blas_state["limiter"] = None
 
 
 def paste_masks(
@@ -274,19 +319,20 @@ def paste_masks(
     highs = masks.max(axis=(1, 2)).astype(out_type)
     padded = np.pad(masks.astype(np.float64), ((0, 0), (1, 1), (1, 1)))
     padded32 = padded.astype(np.float32)
-    for i in range(count):
-        y1, x1, y2, x2 = (int(v) for v in boxes[i])
-        # Visible part of the box (boxes from the model lie inside the image; user boxes may not).
-        vy1, vx1, vy2, vx2 = max(y1, 0), max(x1, 0), min(y2, height), min(x2, width)
-        if vy1 >= vy2 or vx1 >= vx2 or highs[i] < threshold:
-            continue
-        if lows[i] >= threshold:
-            canvas[i, vy1:vy2, vx1:vx2] = True
-            continue
-        _resize_threshold_into(
-            canvas[i, vy1:vy2, vx1:vx2], padded[i], padded32[i], (y2 - y1, x2 - x1),
-            (vy1 - y1, vx1 - x1, vy2 - y1, vx2 - x1), threshold, out_type,
-        )
+    with _single_threaded_blas():
+        for i in range(count):
+            y1, x1, y2, x2 = (int(v) for v in boxes[i])
+            # Visible part of the box (boxes from the model lie inside the image; user boxes may not).
+            vy1, vx1, vy2, vx2 = max(y1, 0), max(x1, 0), min(y2, height), min(x2, width)
+            if vy1 >= vy2 or vx1 >= vx2 or highs[i] < threshold:
+                continue
+            if lows[i] >= threshold:
+                canvas[i, vy1:vy2, vx1:vx2] = True
+                continue
+            _resize_threshold_into(
+                canvas[i, vy1:vy2, vx1:vx2], padded[i], padded32[i], (y2 - y1, x2 - x1),
+                (vy1 - y1, vx1 - x1, vy2 - y1, vx2 - x1), threshold, out_type,
+            )
     return canvas
 
 

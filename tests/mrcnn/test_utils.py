@@ -250,3 +250,13 @@ def test_visualize_apply_mask_and_display_instances(tmp_path):
     assert (tmp_path / "vis.png").stat().st_size > 0
     with pytest.raises(ValueError, match="one entry per instance"):
         visualize.display_instances(np.zeros((20, 30, 3)), boxes[:1], masks, np.array([1, 2]), ["BG", "a", "b"])
+
+
+def test_paste_masks_restores_blas_thread_count():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    before = [lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
+    masks = np.random.default_rng(3).random((3, 28, 28)).astype(np.float32)
+    out = R.paste_masks(masks, np.array([[0, 0, 50, 60], [10, 10, 90, 99], [5, 5, 6, 6]]), (100, 100))
+    assert out.shape == (3, 100, 100) and out.dtype == bool
+    after = [lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
+    assert before == after
