@@ -234,12 +234,16 @@ def _request_options(model: Predictor) -> InferenceOptions:
                                 known_types=getattr(model, "damage_types", None))
 
 
-def _read_body(max_bytes: int) -> bytes:
-    """The request body, refusing more than ``max_bytes`` from the declared length and from what arrives."""
+def _check_declared_length(max_bytes: int) -> None:
+    """413 from Content-Length alone, before a byte of the body is read."""
     declared = request.content_length
     if declared is not None and declared > max_bytes:
         raise PayloadTooLarge(f"request body is {declared} bytes; the limit is {max_bytes} bytes "
                               f"({ENV_MAX_BODY_MB}={max_bytes // MIB})")
+
+
+def _read_body(max_bytes: int) -> bytes:
+    """The request body, refusing more than ``max_bytes`` of what actually arrives (chunked, lying length)."""
     data = request.stream.read(max_bytes + 1)
     if len(data) > max_bytes:
         raise PayloadTooLarge(f"request body exceeds the limit of {max_bytes} bytes "
@@ -330,6 +334,7 @@ def create_app(predictor: Predictor | None = None, *, loader: Callable[[], Predi
                 f"image/webp, image/bmp, image/tiff, application/x-image, application/octet-stream) or "
                 f'{CONTENT_TYPE_JSON} {{"image": "<base64>"}}')
         response_type = _negotiate_response_type()
+        _check_declared_length(settings.max_body_bytes)
         model = slot.get()
         options = _request_options(model)
         body = _read_body(settings.max_body_bytes)
@@ -337,10 +342,11 @@ def create_app(predictor: Predictor | None = None, *, loader: Callable[[], Predi
         rgb = decode_image(_image_bytes(body, mimetype), max_pixels=settings.max_image_pixels)
         decode_ms = (time.perf_counter() - decode_started) * 1000.0
         result = model.predict(rgb, options)
-        timings = result.get("timings")
-        if isinstance(timings, dict) and "decode_ms" in timings:
-            timings["decode_ms"] = round(decode_ms, 3)  # the predictor never sees the bytes
-        g.response_info = {"damage_count": result.get("damage_count"), "timings": timings,
+        timings = result.get("timings_ms")
+        if isinstance(timings, dict):  # the predictor never sees the bytes: decoding is timed here
+            timings["decode"] = round(decode_ms, 3)
+            timings["total"] = round(float(timings.get("total", 0.0)) + decode_ms, 3)
+        g.response_info = {"damage_count": result.get("damage_count"), "timings_ms": timings,
                            "image": [int(rgb.shape[1]), int(rgb.shape[0])]}
         if response_type == CONTENT_TYPE_JSON:
             response = _json_response(result)

@@ -140,7 +140,8 @@ def start_server(model_dir: Path, log_dir: Path, **env_overrides: str) -> LiveSe
     })
     env.pop("CUDA_VISIBLE_DEVICES", None)
     env.update(env_overrides)
-    with open(log_dir / "stdout.log", "wb") as out, open(log_dir / "stderr.log", "wb") as err:
+    # Append mode: nginx reopens /dev/stdout itself, and only O_APPEND keeps both writers from overwriting.
+    with open(log_dir / "stdout.log", "ab") as out, open(log_dir / "stderr.log", "ab") as err:
         process = subprocess.Popen([sys.executable, str(SERVE)], env=env, stdout=out, stderr=err,
                                    start_new_session=True)
     return LiveServer(process=process, port=port, log_dir=log_dir)
@@ -158,4 +159,16 @@ def server_factory(tmp_path: Path) -> Iterator:
 
     yield factory
     for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def live_server(service_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """One ``container/serve`` per test module, ready (ping 200); its ping history shows the way there."""
+    pytest.importorskip("car_damage.inference", reason="DamagePredictor has not landed yet")
+    server = start_server(service_model_dir, tmp_path_factory.mktemp("live_server"))
+    try:
+        server.wait_until(200)
+        yield server
+    finally:
         server.stop()
