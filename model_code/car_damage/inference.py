@@ -76,7 +76,7 @@ def _weights_files(model_dir: Path) -> dict[str, Path]:
         present = sorted(p.name for p in model_dir.iterdir())[:20]
         raise ModelLoadError(f"no weights in {model_dir}: expected mask_cnn_<type>.h5 or mask_rcnn_<type>.h5, "
                              f"found {present or 'an empty folder'}")
-    return found
+    return dict(sorted(found.items()))  # by damage type: the order models run and are listed in
 
 
 def _card_or_inferred(weights_path: Path, damage_type: str) -> tuple[ModelCard, Any]:

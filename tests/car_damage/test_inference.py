@@ -67,7 +67,7 @@ def _image(height: int = 96, width: int = 128, seed: int = 0) -> np.ndarray:
 
 
 def test_loads_every_model_in_the_folder(predictor):
-    assert predictor.damage_types == ("dent", "scratch")  # sorted file order
+    assert predictor.damage_types == ("dent", "scratch")  # sorted by type
     described = {m["type"]: m for m in predictor.describe()}
     assert described["scratch"]["name"] == "mask_cnn_scratch.h5"
     assert described["dent"]["name"] == "mask_rcnn_dent.h5"
@@ -86,6 +86,7 @@ def test_predict_matches_the_raw_model_output(predictor):
     areas = raw["masks"].reshape(-1, raw["masks"].shape[2]).sum(axis=0)
     expected = sorted(((float(s), int(a)) for s, a in zip(raw["scores"], areas, strict=True) if a > 0),
                       key=lambda item: -item[0])
+    assert expected, "the seeded random model should find something on noise"
     assert [(d["score"], d["area_px"]) for d in response["damages"]] == [
         (round(s, 4), a) for s, a in expected]
     union = raw["masks"][:, :, areas > 0].any(axis=2).sum() if expected else 0
@@ -213,4 +214,4 @@ def test_from_weights_with_an_explicit_card(tmp_path, weights_source):
     shutil.copy(weights_source, weights)
     predictor = DamagePredictor.from_weights(weights, card=_card("glass"), warmup=False)
     assert predictor.damage_types == ("glass",)
-    validate_response(predictor.predict(_image(64, 64)))
+    assert predictor.describe()[0]["name"] == "anything.h5"  # predict itself is covered above
