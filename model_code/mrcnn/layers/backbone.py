@@ -11,6 +11,7 @@ weights file tells which backbone wrote it (see ``mrcnn.weights.inspect_weights`
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -142,13 +143,26 @@ def tiny_graph(input_image: Any, train_bn: bool | None = False) -> list:
     return outputs
 
 
+def _plain_callable(backbone: Callable) -> Callable:
+    """A function stored as a Config class attribute comes back bound to the config; call the function itself.
+
+    Only unwrapped when the function does not take ``self`` (a deliberate method keeps its binding).
+    """
+    func = getattr(backbone, "__func__", None)
+    owner = getattr(backbone, "__self__", None)
+    if func is None or owner is None or not hasattr(owner, "BACKBONE"):
+        return backbone
+    params = list(inspect.signature(func).parameters)
+    return backbone if params and params[0] == "self" else func
+
+
 def build_backbone(input_image: Any, backbone: str | Callable, train_bn: bool | None = False) -> list:
     """C2..C5 for a named backbone or a matterport-style callable ``backbone(input_image, stage5=True, train_bn=...)``.
 
     A callable must return the five maps [C1, C2, C3, C4, C5] (matterport semantics); C1 is dropped here.
     """
     if callable(backbone):
-        maps = backbone(input_image, stage5=True, train_bn=train_bn)
+        maps = _plain_callable(backbone)(input_image, stage5=True, train_bn=train_bn)
     elif backbone == "tiny":
         maps = tiny_graph(input_image, train_bn=train_bn)
     else:
