@@ -202,29 +202,32 @@ def clip_boxes_graph(boxes: tf.Tensor, window: tf.Tensor) -> tf.Tensor:
     return tf.stack([y1, x1, y2, x2], axis=-1, name="clipped_boxes")
 
 
-def _graph_scale_shift(shape: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+def _graph_scale_shift(shape: tf.Tensor, boxes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """[H-1, W-1, H-1, W-1] and the [0, 0, 1, 1] shift; a per-image shape [batch, 2] broadcasts over the boxes."""
     tf = _tf()
     shape = tf.cast(tf.convert_to_tensor(shape), tf.float32)
     h = shape[..., 0]
     w = shape[..., 1]
     scale = tf.stack([h, w, h, w], axis=-1) - 1.0
+    if shape.shape.rank is not None and boxes.shape.rank is not None and 1 < shape.shape.rank < boxes.shape.rank:
+        scale = tf.expand_dims(scale, axis=-2)
     shift = tf.constant([0.0, 0.0, 1.0, 1.0])
     return scale, shift
 
 
 def norm_boxes_graph(boxes: tf.Tensor, shape: tf.Tensor) -> tf.Tensor:
-    """TF twin of norm_boxes: pixel boxes [..., 4], shape (H, W) [2] -> normalised float32 boxes."""
+    """TF twin of norm_boxes: pixel boxes [..., 4], shape (H, W) [2] (or [batch, 2]) -> normalised float32 boxes."""
     tf = _tf()
-    scale, shift = _graph_scale_shift(shape)
     boxes = tf.cast(boxes, tf.float32)
+    scale, shift = _graph_scale_shift(shape, boxes)
     return tf.math.divide(boxes - shift, scale)
 
 
 def denorm_boxes_graph(boxes: tf.Tensor, shape: tf.Tensor) -> tf.Tensor:
     """TF twin of denorm_boxes: normalised boxes [..., 4] -> int32 pixel boxes (tf.round is half-to-even)."""
     tf = _tf()
-    scale, shift = _graph_scale_shift(shape)
     boxes = tf.cast(boxes, tf.float32)
+    scale, shift = _graph_scale_shift(shape, boxes)
     return tf.cast(tf.round(boxes * scale + shift), tf.int32)
 
 

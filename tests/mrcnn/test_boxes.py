@@ -125,3 +125,12 @@ def test_denorm_graph_half_to_even():
 def test_overlaps_graph_zero_boxes_are_zero():
     z = tf.zeros((3, 4))
     assert np.all(B.overlaps_graph(z, z).numpy() == 0)
+
+
+def test_norm_boxes_graph_per_image_shapes(random_boxes):
+    shapes = tf.constant([[129, 257], [65, 33]])
+    got = B.norm_boxes_graph(random_boxes * 30, shapes).numpy()
+    np.testing.assert_allclose(got[0], B.norm_boxes(random_boxes[0] * 30, (129, 257)), rtol=1e-6)
+    np.testing.assert_allclose(got[1], B.norm_boxes(random_boxes[1] * 30, (65, 33)), rtol=1e-6)
+    back = B.denorm_boxes_graph(got, shapes).numpy()
+    np.testing.assert_array_equal(back[1], B.denorm_boxes(got[1], (65, 33)))
