@@ -309,27 +309,21 @@ def _add_splash(subparsers: argparse._SubParsersAction) -> None:
 def splash_images(weights: Path, images: Sequence[Path], out_dir: Path, card: Any = None) -> list[tuple[Path, Path]]:
     """For each image: ``<stem>_splash.png`` (grey except the damage) and ``<stem>_outlines.png`` (polygons,
     boxes, labels, scores as the service draws them). Detection runs once per image, through the service code."""
-    import numpy as np
-
     from car_damage import render
     from car_damage.image_io import decode_image, encode_image
     from car_damage.inference import DamagePredictor
     from car_damage.options import InferenceOptions
-    from car_damage.postprocess import rle_to_mask
 
     predictor = DamagePredictor.from_weights(weights, card=card)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for image_path in images:
         rgb = decode_image(Path(image_path).read_bytes())
-        response = predictor.predict(rgb, InferenceOptions(masks="rle"))
-        masks = np.zeros(rgb.shape[:2] + (len(response["damages"]),), dtype=bool)
-        for index, damage in enumerate(response["damages"]):
-            masks[:, :, index] = rle_to_mask(damage["mask"])
+        response = predictor.predict(rgb, InferenceOptions(masks="rle"))  # exact masks for the splash
         splash_path = out_dir / f"{Path(image_path).stem}_splash.png"
         outline_path = out_dir / f"{Path(image_path).stem}_outlines.png"
-        splash_path.write_bytes(encode_image(render.color_splash(rgb, masks), "png"))
-        outline_path.write_bytes(encode_image(predictor.annotate(rgb, response), "png"))
+        splash_path.write_bytes(encode_image(render.color_splash(rgb, render.response_masks(response)), "png"))
+        outline_path.write_bytes(encode_image(render.draw_outlines(rgb, response), "png"))
         logger.info("%s: %d damages", image_path, len(response["damages"]))
         written.append((splash_path, outline_path))
     return written
