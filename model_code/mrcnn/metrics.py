@@ -67,14 +67,22 @@ def compute_matches(
     the first one of its class. As in matterport, ``score_threshold`` cuts the walk at the first GT whose IoU is
     below it (it compares IoUs, not scores).
     """
-    gt_boxes = trim_zeros(np.asarray(gt_boxes).reshape(-1, 4))
-    gt_masks = np.asarray(gt_masks)[..., : gt_boxes.shape[0]]
-    pred_boxes = trim_zeros(np.asarray(pred_boxes).reshape(-1, 4))
-    pred_scores = np.asarray(pred_scores)[: pred_boxes.shape[0]]
+    # All-zero boxes are padding. matterport assumes they trail and cuts the other arrays to the count; we drop
+    # exactly those rows everywhere, which is the same for trailing padding and also right for a zero row inside.
+    gt_boxes = np.asarray(gt_boxes).reshape(-1, 4)
+    gt_keep = ~np.all(gt_boxes == 0, axis=1)
+    gt_boxes = gt_boxes[gt_keep]
+    gt_class_ids = np.asarray(gt_class_ids)[: len(gt_keep)][gt_keep]
+    gt_masks = np.asarray(gt_masks)[..., : len(gt_keep)][..., gt_keep]
+    pred_boxes = np.asarray(pred_boxes).reshape(-1, 4)
+    pred_keep = ~np.all(pred_boxes == 0, axis=1)
+    pred_boxes = pred_boxes[pred_keep]
+    pred_scores = np.asarray(pred_scores)[: len(pred_keep)][pred_keep]
+    pred_class_ids = np.asarray(pred_class_ids)[: len(pred_keep)][pred_keep]
+    pred_masks = np.asarray(pred_masks)[..., : len(pred_keep)][..., pred_keep]
     order = _descending(pred_scores)
-    pred_class_ids = np.asarray(pred_class_ids)[order]
-    pred_masks = np.asarray(pred_masks)[..., order]
-    gt_class_ids = np.asarray(gt_class_ids)
+    pred_class_ids = pred_class_ids[order]
+    pred_masks = pred_masks[..., order]
 
     overlaps = compute_overlaps_masks(pred_masks, gt_masks)
     pred_match = -1 * np.ones([pred_boxes.shape[0]])

@@ -104,3 +104,12 @@ def test_compute_recall_hand_computed():
     assert positive.tolist() == [0, 1, 2]
     with pytest.raises(ValueError, match="ground-truth"):
         utils.compute_recall(pred, np.zeros((0, 4)), 0.5)
+
+
+def test_compute_matches_drops_a_zero_box_inside_the_list():
+    gt_boxes = np.array([[0, 0, 5, 5], [0, 0, 0, 0], [5, 5, 10, 10]])
+    gt_masks = box_masks([[0, 0, 5, 5], [0, 0, 0, 0], [5, 5, 10, 10]])
+    gt_match, pred_match, overlaps = utils.compute_matches(
+        gt_boxes, np.array([1, 0, 2]), gt_masks, np.array([[5, 5, 10, 10]]), np.array([2]), np.array([0.9]),
+        box_masks([[5, 5, 10, 10]]))
+    assert overlaps.shape == (1, 2) and pred_match.tolist() == [1] and gt_match.tolist() == [-1, 0]
