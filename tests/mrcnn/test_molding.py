@@ -92,6 +92,17 @@ def test_mold_image_values_and_alpha_dropped():
     np.testing.assert_allclose(molded[0, 0], [0.3, 0.2, 0.1], atol=1e-5)
 
 
+def test_mold_image_equals_matterports_float64_arithmetic():
+    config = make_config()
+    image = np.random.default_rng(4).integers(0, 256, (16, 17, 3)).astype(np.uint8)
+    image[0, :3] = [[0, 0, 0], [255, 255, 255], [124, 117, 104]]
+    expected = (image.astype(np.float32) - config.MEAN_PIXEL).astype(np.float32)
+    np.testing.assert_array_equal(molding.mold_image(image, config), expected)
+    as_float64 = image.astype(np.float64) + 0.25
+    np.testing.assert_array_equal(molding.mold_image(as_float64, config),
+                                  (as_float64.astype(np.float32) - config.MEAN_PIXEL).astype(np.float32))
+
+
 def test_mold_inputs_rgba_and_grey_equal_rgb():
     config = make_config()
     rng = np.random.default_rng(5)
