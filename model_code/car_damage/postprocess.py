@@ -128,26 +128,29 @@ def mask_to_polygons(mask: np.ndarray, tolerance: float = 1.0, *, origin: tuple[
     crop, top, left = cropped
     top, left = top + int(origin[1]), left + int(origin[0])
 
-    labels, _ = ndimage.label(crop, structure=FOUR_CONNECTED)
-    polygons = []
-    for index, region in enumerate(ndimage.find_objects(labels), start=1):
-        component = np.pad(labels[region] == index, 1)
-        # (x, y) of the padded component's origin in original image coordinates
-        shift = np.array([left + region[1].start - 1, top + region[0].start - 1], dtype=np.int64)
-        rings = [ring + shift for ring in _trace_rings(component)]
-        exteriors = [ring for ring in rings if _signed_area(ring) > 0]
-        holes = [ring for ring in rings if _signed_area(ring) < 0]
-        if len(exteriors) != 1:  # a 4-connected component has exactly one outer boundary
-            raise RuntimeError(f"traced {len(exteriors)} exterior rings for one component")
-        polygons.append([_simplify(ring, tolerance) for ring in exteriors + holes])
+    labels, count = ndimage.label(crop, structure=FOUR_CONNECTED)
+    rings, ring_labels, ring_areas = _trace_rings(np.pad(labels, 1))
+    exteriors_per_label = np.bincount(ring_labels[ring_areas > 0], minlength=count + 1)[1:]
+    if not (exteriors_per_label == 1).all():  # a 4-connected component has exactly one outer boundary
+        raise RuntimeError("a mask component without exactly one exterior ring (internal error)")
+    shift = np.array([left - 1, top - 1], dtype=np.int64)  # padded crop -> image coordinates
+    polygons: list[Polygon] = [[] for _ in range(count)]
+    for is_exterior in (True, False):  # exterior first, then holes in tracing order
+        for ring, label, area in zip(rings, ring_labels, ring_areas, strict=True):
+            if (area > 0) == is_exterior:
+                polygons[label - 1].append(_simplify(ring + shift, tolerance))
     return polygons
 
 
-def _trace_rings(component: np.ndarray) -> list[np.ndarray]:
-    """All boundary rings of one zero-padded component, as [K, 2] int arrays of corner (x, y) points."""
-    fg = component
+def _trace_rings(labels: np.ndarray) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """Boundary rings of every component of a zero-padded label image (4-connected components).
+
+    Returns (rings as [K, 2] int arrays of corner (x, y) points, the component label of each ring, each
+    ring's signed area: positive for exteriors, negative for holes).
+    """
+    fg = labels > 0
     inner = fg[1:-1, 1:-1]
-    starts, directions = [], []
+    starts, directions, pixel_labels = [], [], []
     # (neighbour offset (dr, dc), edge start corner (dx, dy) relative to the pixel, direction)
     for (dr, dc), (sx, sy), direction in (
         ((-1, 0), (0, 0), 0),  # top edge, walking +x
@@ -159,8 +162,10 @@ def _trace_rings(component: np.ndarray) -> list[np.ndarray]:
         r, c = np.nonzero(inner & ~neighbour)
         starts.append(np.stack([c + 1 + sx, r + 1 + sy], axis=1))  # +1: back to padded coordinates
         directions.append(np.full(r.size, direction, dtype=np.int64))
+        pixel_labels.append(labels[r + 1, c + 1])
     start = np.concatenate(starts).astype(np.int64)
     direction = np.concatenate(directions)
+    edge_label = np.concatenate(pixel_labels)
     end = start + _DIRECTION_STEPS[direction]
 
     width = fg.shape[1] + 1  # corner grid is (H + 1) x (W + 1)
@@ -169,25 +174,29 @@ def _trace_rings(component: np.ndarray) -> list[np.ndarray]:
     sorted_keys = keys[order]
     end_vertex = end[:, 1] * width + end[:, 0]
     next_edge = np.full(start.shape[0], -1, dtype=np.int64)
-    # Preference left > straight > right: at a saddle (two outgoing edges) turning left keeps the two
-    # diagonal pixels of this component joined and separates the exterior from a corner-touching hole.
+    # Preference left > straight > right. At a saddle (two outgoing edges) turning left crosses to the
+    # diagonal pixel: allowed only within one component, where it separates the exterior from a hole
+    # that touches it at that corner; between two components the walk turns right and stays on its own.
     for turn in (3, 0, 1):
         wanted = end_vertex * 4 + (direction + turn) % 4
         position = np.clip(np.searchsorted(sorted_keys, wanted), 0, len(sorted_keys) - 1)
-        found = (sorted_keys[position] == wanted) & (next_edge < 0)
-        next_edge[found] = order[position[found]]
+        candidate = order[position]
+        found = (sorted_keys[position] == wanted) & (next_edge < 0) & (edge_label[candidate] == edge_label)
+        next_edge[found] = candidate[found]
     if (next_edge < 0).any():
         raise RuntimeError("open boundary while tracing a mask (internal error)")
 
-    order = _cycle_order(next_edge)
-    cycle_of = order[1]
-    edges = order[0]
-    previous = np.roll(edges, 1)
+    edges, cycle_of = _cycle_order(next_edge)
     cycle_starts = np.flatnonzero(np.r_[True, cycle_of[1:] != cycle_of[:-1]])
+    previous = np.roll(edges, 1)
     previous[cycle_starts] = edges[np.r_[cycle_starts[1:], len(edges)] - 1]  # wrap within each cycle
     corner = direction[edges] != direction[previous]  # keep corners, drop collinear points
+    # Shoelace per ring from consecutive edge endpoints, summed per cycle in one pass.
+    cross = start[edges, 0] * end[edges, 1] - end[edges, 0] * start[edges, 1]
+    areas = 0.5 * np.add.reduceat(cross, cycle_starts)
     bounds = np.r_[cycle_starts, len(edges)]
-    return [start[edges[a:b][corner[a:b]]] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    rings = [start[edges[a:b][corner[a:b]]] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    return rings, edge_label[edges[cycle_starts]], areas
 
 
 def _cycle_order(next_edge: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from car_damage.postprocess import (
     AreaCalibration,
@@ -61,6 +62,13 @@ def test_blobs_touching_at_a_corner_are_two_polygons():
     assert polygons == [[[[0, 0], [2, 0], [2, 2], [0, 2]]], [[[2, 2], [4, 2], [4, 4], [2, 4]]]]
 
 
+def test_checkerboard_is_one_polygon_per_pixel():
+    mask = (np.indices((4, 5)).sum(axis=0) % 2).astype(bool)  # every set pixel touches others at corners only
+    polygons = mask_to_polygons(mask, 0)
+    assert len(polygons) == mask.sum() == 10
+    assert all(len(p) == 1 and len(p[0]) == 4 and polygon_area(p) == 1 for p in polygons)
+
+
 def test_hole_touching_the_outside_at_a_corner_is_still_a_hole():
     mask = np.array(
         [
@@ -86,6 +94,7 @@ def test_polygon_area_equals_pixel_count_on_random_masks():
         mask = rng.random((rng.integers(1, 25), rng.integers(1, 25))) < rng.uniform(0.2, 0.8)
         polygons = mask_to_polygons(mask, 0)
         assert sum(polygon_area(p) for p in polygons) == mask.sum()
+        assert len(polygons) == ndimage.label(mask)[1]  # one polygon per 4-connected component
         for polygon in polygons:
             assert polygon_area(polygon[:1]) > 0 and all(polygon_area([h]) < 0 for h in polygon[1:])
 
