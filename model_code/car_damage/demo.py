@@ -56,12 +56,18 @@ class TrainingSettings:
     learning_rate: float = 0.01
     label: str = DAMAGE_TYPE
 
-    def command(self, dataset: Path, out: Path) -> list[str]:
+    val_steps: int = 5
+    min_confidence: float = 0.5
+
+    def command(self, dataset: Path, out: Path, logs: Path, attribute: str) -> list[str]:
+        # --weights none starts from random weights, so every layer trains (--layers all), not just the heads.
         return [
             sys.executable, "-m", "car_damage", "train", "--dataset", str(dataset), "--weights", "none",
-            "--backbone", self.backbone, "--image-size", str(self.image_size), "--epochs", str(self.epochs),
-            "--steps-per-epoch", str(self.steps_per_epoch), "--learning-rate", str(self.learning_rate),
-            "--label", self.label, "--attribute", synth.SynthSettings().attribute, "--out", str(out),
+            "--layers", "all", "--backbone", self.backbone, "--image-size", str(self.image_size),
+            "--epochs", str(self.epochs), "--steps-per-epoch", str(self.steps_per_epoch),
+            "--val-steps", str(self.val_steps), "--learning-rate", str(self.learning_rate),
+            "--min-confidence", str(self.min_confidence), "--label", self.label, "--attribute", attribute,
+            "--logs", str(logs), "--out", str(out),
         ]
 
 
@@ -190,20 +196,34 @@ def find_map50(metrics: dict) -> float | None:
 
 
 def _run_logged(command: list[str], log_path: Path, what: str) -> float:
-    """Run a CLI step with its output on screen and in ``log_path``; raise with the log's tail on failure."""
+    """Run a CLI step, its output streamed to the screen (live progress bar) and to ``log_path``.
+
+    The loader's one-warning-per-dent lines ("region dropped": the demo trains scratches only) are counted, not
+    shown. Raises with the log's tail on failure.
+    """
     print(f"$ {' '.join(_shorten(part) for part in command)}", flush=True)
     started = time.perf_counter()
-    with log_path.open("w") as log:
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                   cwd=REPO_ROOT)
-        assert process.stdout is not None  # noqa: S101 - Popen with PIPE always has stdout
-        for line in process.stdout:
-            log.write(line)
-            if not line.startswith(("WARNING: All log messages", "I0000", "W0000")):
-                sys.stdout.write("    " + line)
+    hidden = 0
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+        pending = b""
+        while chunk := os.read(process.stdout.fileno(), 65536):  # type: ignore[union-attr]
+            log.write(chunk)
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                if b"region dropped" in line:
+                    hidden += 1
+                elif not line.startswith((b"WARNING: All log messages", b"E0000", b"I0000", b"W0000")):
+                    sys.stdout.buffer.write(line + b"\n")
+            if b"\r" in pending or b"\b" in pending:  # a progress bar redrawing itself: show it now
+                sys.stdout.buffer.write(pending)
+                pending = b""
+            sys.stdout.flush()
         code = process.wait()
+    if hidden:
+        print(f"({hidden} warnings about dent regions, which the scratch model ignores, are in {log_path})")
     if code != 0:
-        tail = "".join(log_path.read_text().splitlines(keepends=True)[-20:])
+        tail = "".join(log_path.read_text(errors="replace").splitlines(keepends=True)[-20:])
         raise RuntimeError(f"{what} failed (exit {code}); see {log_path}. Last lines:\n{tail}")
     return time.perf_counter() - started
 
@@ -229,7 +249,9 @@ def prepare_model(settings: DemoSettings, cache_root: Path) -> DemoModel:
     shutil.rmtree(partial, ignore_errors=True)
     print(f"Training the demo model ({settings.training.backbone} backbone, {settings.training.image_size} px, "
           f"{settings.training.epochs} x {settings.training.steps_per_epoch} steps):")
-    train_seconds = _run_logged(settings.training.command(dataset, partial), home / "train.log", "training")
+    train_seconds = _run_logged(
+        settings.training.command(dataset, partial, home / "logs", settings.data.attribute), home / "train.log",
+        "training")
     if not (partial / WEIGHTS_NAME).exists():
         raise RuntimeError(f"training finished but wrote no {WEIGHTS_NAME} into {partial}")
     print(f"Trained in {train_seconds:.0f}s. Evaluating on the held-out synthetic images:")
@@ -283,15 +305,6 @@ def demo_images(dataset: Path, photos: Path | None, count: int) -> list[Path]:
     return held_out + real
 
 
-def _total_area(answer: dict) -> tuple[int, float]:
-    """Union area in pixels and as a fraction of the image, from the response's totals (or summed damages)."""
-    totals = answer.get("total") or answer.get("totals") or {}
-    if isinstance(totals, dict) and "area_px" in totals:
-        return int(totals["area_px"]), float(totals.get("area_fraction", 0.0))
-    damages = answer.get("damages", [])
-    return sum(int(d.get("area_px", 0)) for d in damages), sum(float(d.get("area_fraction", 0)) for d in damages)
-
-
 def query_service(url: str, images: Sequence[Path], out_dir: Path) -> list[tuple[Path, dict]]:
     """POST every image for JSON and for an annotated PNG (saved in ``out_dir``); print the table."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -304,10 +317,10 @@ def query_service(url: str, images: Sequence[Path], out_dir: Path) -> list[tuple
         elapsed_ms = (time.perf_counter() - started) * 1000
         png = post_image(url, data, accept="image/png")
         (out_dir / f"{path.stem}_annotated.png").write_bytes(png)
-        area_px, fraction = _total_area(answer)
-        size = f"{answer.get('width', '?')}x{answer.get('height', '?')}"
-        print(f"{path.name[:34]:34} {size:>10} {answer.get('damage_count', 0):>8} {area_px:>9} "
-              f"{100 * fraction:>6.2f}% {elapsed_ms:>6.0f}")
+        totals, image = answer["totals"], answer["image"]  # response_schema.json: union area over all damages
+        size = f"{image['width']}x{image['height']}"
+        print(f"{path.name[:34]:34} {size:>10} {answer['damage_count']:>8} {totals['area_px']:>9} "
+              f"{100 * totals['area_fraction']:>6.2f}% {elapsed_ms:>6.0f}")
         answers.append((path, answer))
     return answers
 
