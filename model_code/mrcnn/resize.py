@@ -87,7 +87,8 @@ def resize_image(
             scale = max_dim / image_max
 
     if scale != 1:
-        image = resize(image, (round(h * scale), round(w * scale)), preserve_range=True)
+        # Same values as matterport's resize(image, ..., preserve_range=True) (tested bit for bit), faster.
+        image = resize_bilinear(image, (round(h * scale), round(w * scale)))
 
     if mode == "square":
         if not max_dim:
@@ -206,18 +207,41 @@ def _skimage_float_dtype(dtype: np.dtype) -> type:
     return np.float32 if dtype in (np.float32, np.float16) else np.float64
 
 
+def _interpolate_grid_exact(padded: np.ndarray, ty: Taps, tx: Taps) -> np.ndarray:
+    """Full-grid version of _interpolate_exact for [h + 2, w + 2] or [h + 2, w + 2, C] (channels not resized).
+
+    Same products and summation order; rows are weighted once on the input width, then columns are gathered.
+    """
+    y0, y1, wy0, wy1 = ty
+    x0, x1, wx0, wx1 = tx
+    trailing = (None,) * (padded.ndim - 2)
+    wy0, wy1 = (w[(slice(None), None) + trailing] for w in (wy0, wy1))
+    wx0, wx1 = (w[(None, slice(None)) + trailing] for w in (wx0, wx1))
+    top = padded[y0] * wy0  # v * wy, for every input column
+    bottom = padded[y1] * wy1
+    values = np.take(top, x0, axis=1) * wx0
+    values += np.take(top, x1, axis=1) * wx1
+    values += np.take(bottom, x0, axis=1) * wx0
+    values += np.take(bottom, x1, axis=1) * wx1
+    return values
+
+
 def resize_bilinear(image: np.ndarray, output_shape: Sequence[int]) -> np.ndarray:
-    """2-D bilinear resize equal to ``resize(image, output_shape, preserve_range=True)`` (without skimage)."""
+    """Bilinear resize of [H, W] or [H, W, C] to output_shape[:2], equal to matterport's
+    ``resize(image, output_shape, preserve_range=True)`` bit for bit, without skimage (and several times faster).
+    """
     image = np.asarray(image)
-    if image.ndim != 2:
-        raise ValueError(f"resize_bilinear takes a 2-D array, got shape {image.shape}")
+    if image.ndim not in (2, 3):
+        raise ValueError(f"resize_bilinear takes [H, W] or [H, W, C], got shape {image.shape}")
     out_h, out_w = int(output_shape[0]), int(output_shape[1])
     if out_h < 1 or out_w < 1 or image.size == 0:
         raise ValueError(f"cannot resize an array of shape {image.shape} to {(out_h, out_w)}")
-    padded = np.pad(image.astype(np.float64), 1)
-    values = _interpolate_exact(padded, _axis_taps(image.shape[0], out_h), _axis_taps(image.shape[1], out_w))
-    out = values.astype(_skimage_float_dtype(image.dtype))
-    return np.clip(out, image.min(), image.max())  # clip=True: stay within the input's range
+    pad = ((1, 1), (1, 1)) + ((0, 0),) * (image.ndim - 2)
+    padded = np.pad(image.astype(np.float64), pad)
+    values = _interpolate_grid_exact(padded, _axis_taps(image.shape[0], out_h), _axis_taps(image.shape[1], out_w))
+    out = values.astype(_skimage_float_dtype(image.dtype), copy=False)
+    # clip=True: skimage keeps the output within the input's value range (over all channels).
+    return np.clip(out, image.min(), image.max(), out=out)
 
 
 def _resize_threshold_into(

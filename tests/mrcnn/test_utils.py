@@ -112,6 +112,17 @@ def test_resize_bilinear_bit_identical_to_skimage_on_odd_sizes():
             np.testing.assert_array_equal(ours, theirs)
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32, np.float64])
+def test_resize_bilinear_images_bit_identical_to_skimage(dtype):
+    rng = np.random.default_rng(11)
+    for shape, out_shape in [((23, 31, 3), (40, 17)), ((50, 41, 4), (19, 83)), ((9, 13), (27, 5)), ((7, 8, 1), (8, 7))]:
+        image = (rng.random(shape) * 200 + 20).astype(dtype)  # no zeros: the clip to [min, max] matters
+        ours = R.resize_bilinear(image, out_shape)
+        theirs = skimage_resize(image, out_shape)
+        assert ours.dtype == theirs.dtype and ours.shape == theirs.shape
+        np.testing.assert_array_equal(ours, theirs)
+
+
 def test_unmold_mask_matches_skimage_threshold_random_boxes():
     rng = np.random.default_rng(2)
     for trial in range(60):
