@@ -29,10 +29,12 @@ def test_cache_key_follows_every_setting() -> None:
 
 
 def test_training_command_is_the_documented_cli(tmp_path: Path) -> None:
-    command = demo.TrainingSettings(image_size=128, epochs=3, steps_per_epoch=5).command(tmp_path / "d", tmp_path / "m")
+    settings = demo.TrainingSettings(image_size=128, epochs=3, steps_per_epoch=5)
+    command = settings.command(tmp_path / "d", tmp_path / "m", tmp_path / "logs", "damage")
     assert command[:4] == [sys.executable, "-m", "car_damage", "train"]
     pairs = dict(zip(command[4::2], command[5::2], strict=False))
-    assert pairs["--weights"] == "none" and pairs["--backbone"] == "tiny" and pairs["--image-size"] == "128"
+    assert pairs["--weights"] == "none" and pairs["--layers"] == "all"  # random start: train every layer
+    assert pairs["--backbone"] == "tiny" and pairs["--image-size"] == "128" and pairs["--attribute"] == "damage"
     assert pairs["--epochs"] == "3" and pairs["--steps-per-epoch"] == "5" and pairs["--label"] == "scratch"
     assert pairs["--dataset"] == str(tmp_path / "d") and pairs["--out"] == str(tmp_path / "m")
 
