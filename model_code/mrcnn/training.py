@@ -181,11 +181,14 @@ def train(
     if getattr(model, "mode", "training") != "training":
         raise ValueError("Create the model in training mode: MaskRCNN(mode='training', ...)")
     config = model.config
-    if int(epochs) <= model.epoch:
-        raise ValueError(f"epochs is the final epoch number and must exceed the current epoch {model.epoch}")
     layer_regex = resolve_layers(layers)
     if model.log_dir is None:
         model.set_log_dir()
+    if int(epochs) <= model.epoch:
+        # matterport's fit() does nothing then; say so instead of silently returning.
+        logger.warning("nothing to train: epochs=%d is the final epoch and the model is at epoch %d",
+                       int(epochs), model.epoch)
+        return TrainingRun(model.log_dir, [], {})
     os.makedirs(model.log_dir, exist_ok=True)
 
     train_data = make_dataset(train_dataset, config, shuffle=True, augmentation=augmentation,

@@ -135,3 +135,18 @@ def test_tf_dataset_yields_the_same_layout():
     (inputs,) = next(iter(data))
     assert len(inputs) == 7
     assert tuple(inputs[0].shape) == (1, 128, 128, 3) and inputs[6].dtype.name == "bool"
+
+
+def test_non_callable_or_imgaug_style_augmentation_is_refused():
+    from mrcnn.data.pipeline import TrainingBatches
+
+    class ImgaugLike:
+        def __call__(self, *args, **kwargs):
+            return args
+
+        def to_deterministic(self):
+            return self
+
+    for bad in ("fliplr", ImgaugLike()):
+        with pytest.raises(TypeError, match="callable"):
+            TrainingBatches(BoxesDataset(RECTS), tiny_config(), augmentation=bad)

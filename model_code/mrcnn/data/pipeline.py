@@ -167,8 +167,12 @@ class TrainingBatches:
     ) -> None:
         if len(dataset.image_ids) == 0:
             raise ValueError("the dataset has no images (did you call dataset.prepare()?)")
-        if augmentation is not None and not callable(augmentation):
-            raise TypeError(f"augmentation must be callable(image, masks) -> (image, masks), got {augmentation!r}")
+        if augmentation is not None and (hasattr(augmentation, "to_deterministic") or not callable(augmentation)):
+            # imgaug augmenters are callable but with another signature; refuse them instead of misapplying.
+            raise TypeError(
+                "augmentation must be a callable(image, masks) -> (image, masks) such as "
+                f"mrcnn.data.augment.Augmenter(); got {type(augmentation).__name__}"
+            )
         self.dataset = dataset
         self.config = config
         self.shuffle = shuffle
