@@ -1,8 +1,7 @@
 """Fixtures for the service tests: the container/ modules on sys.path, a small real model, a live server.
 
-The model is real (not a fake): the tiny 128 px config from tests/conftest.py with seeded random weights,
-saved as ``mask_cnn_scratch.h5`` + sidecar in a temp model dir, then loaded by ``DamagePredictor``. The lead's
-session fixture ``tiny_model_dir`` is used when tests/conftest.py provides it.
+The model is real (not a fake): ``tiny_model_dir`` from tests/conftest.py, the tiny 128 px config with seeded
+random weights saved as ``mask_cnn_scratch.h5`` + sidecar, loaded by ``DamagePredictor``.
 """
 
 from __future__ import annotations
@@ -30,38 +29,17 @@ for _path in (CONTAINER_DIR, REPO_ROOT):  # predictor/wsgi as serve imports them
 MODEL_READY_TIMEOUT_S = 180.0
 
 
-def build_tiny_model_dir(folder: Path) -> Path:
-    """Seeded random-weight tiny model saved the way training saves it (weights + sidecar)."""
-    pytest.importorskip("mrcnn.model", reason="the Mask R-CNN engine has not landed yet")
-    import tf_keras as keras
-
-    from car_damage.model_card import ModelCard, card_path_for
-    from mrcnn.model import MaskRCNN
-    from mrcnn.weights import save_weights
-    from tests.conftest import tiny_config
-
-    keras.utils.set_random_seed(7)
-    config = tiny_config()
-    model = MaskRCNN("inference", config, model_dir=str(folder))
-    weights = folder / "mask_cnn_scratch.h5"
-    save_weights(model.keras_model, str(weights))
-    ModelCard.from_config(config, ["BG", "scratch"], "scratch", version="test-random").save(card_path_for(weights))
-    keras.backend.clear_session()
-    return folder
-
-
 @pytest.fixture(scope="session")
-def service_model_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    try:
-        return Path(request.getfixturevalue("tiny_model_dir"))
-    except pytest.FixtureLookupError:
-        return build_tiny_model_dir(tmp_path_factory.mktemp("service_model"))
+def service_model_dir(tiny_model_dir: Path) -> Path:
+    """The suite's seeded random-weight tiny model (tests/conftest.py): mask_cnn_scratch.h5 + sidecar."""
+    return tiny_model_dir
 
 
 @pytest.fixture(scope="session")
 def real_predictor(service_model_dir: Path):
-    inference = pytest.importorskip("car_damage.inference", reason="DamagePredictor has not landed yet")
-    return inference.DamagePredictor.from_model_dir(service_model_dir, warmup=True)
+    from car_damage.inference import DamagePredictor
+
+    return DamagePredictor.from_model_dir(service_model_dir, warmup=True)
 
 
 def free_port() -> int:
@@ -165,7 +143,6 @@ def server_factory(tmp_path: Path) -> Iterator:
 @pytest.fixture(scope="module")
 def live_server(service_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """One ``container/serve`` per test module, ready (ping 200); its ping history shows the way there."""
-    pytest.importorskip("car_damage.inference", reason="DamagePredictor has not landed yet")
     server = start_server(service_model_dir, tmp_path_factory.mktemp("live_server"))
     try:
         server.wait_until(200)

@@ -168,7 +168,6 @@ def test_sigterm_lets_the_in_flight_request_finish_then_exits_0(live_server,
 
 
 def test_missing_or_corrupt_model_keeps_ping_503_and_logs_why(server_factory, tmp_path: Path) -> None:
-    pytest.importorskip("car_damage.inference", reason="DamagePredictor has not landed yet")
     corrupt_dir = tmp_path / "corrupt"
     corrupt_dir.mkdir()
     (corrupt_dir / "mask_cnn_scratch.h5").write_bytes(b"\x89HDF\r\n\x1a\n but not really")
