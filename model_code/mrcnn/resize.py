@@ -207,22 +207,42 @@ def _skimage_float_dtype(dtype: np.dtype) -> type:
     return np.float32 if dtype in (np.float32, np.float16) else np.float64
 
 
-def _interpolate_grid_exact(padded: np.ndarray, ty: Taps, tx: Taps) -> np.ndarray:
-    """Full-grid version of _interpolate_exact for [h + 2, w + 2] or [h + 2, w + 2, C] (channels not resized).
+def _zero_padded_index(index: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices into a zero-padded axis -> (clipped indices into the unpadded axis, mask of the padding ones)."""
+    index = index - 1
+    return np.clip(index, 0, size - 1), (index < 0) | (index >= size)
 
-    Same products and summation order; rows are weighted once on the input width, then columns are gathered.
+
+def _interpolate_grid_exact(image: np.ndarray, ty: Taps, tx: Taps) -> np.ndarray:
+    """Full-grid version of _interpolate_exact for an unpadded [H, W] or [H, W, C] image (channels not resized);
+    same products and summation order.
+
+    Rows, then columns, are gathered in the input dtype and only the output-sized samples become float64, so a
+    large photo is never converted whole.
     """
+    height, width = image.shape[:2]
     y0, y1, wy0, wy1 = ty
     x0, x1, wx0, wx1 = tx
-    trailing = (None,) * (padded.ndim - 2)
+    trailing = (None,) * (image.ndim - 2)
     wy0, wy1 = (w[(slice(None), None) + trailing] for w in (wy0, wy1))
     wx0, wx1 = (w[(None, slice(None)) + trailing] for w in (wx0, wx1))
-    top = padded[y0] * wy0  # v * wy, for every input column
-    bottom = padded[y1] * wy1
-    values = np.take(top, x0, axis=1) * wx0
-    values += np.take(top, x1, axis=1) * wx1
-    values += np.take(bottom, x0, axis=1) * wx0
-    values += np.take(bottom, x1, axis=1) * wx1
+    cols0, outside_x0 = _zero_padded_index(x0, width)
+    cols1, outside_x1 = _zero_padded_index(x1, width)
+    values = None
+    for row_index, wy in ((y0, wy0), (y1, wy1)):
+        rows, outside_y = _zero_padded_index(row_index, height)
+        row_block = image[rows]
+        for cols, outside_x, wx in ((cols0, outside_x0, wx0), (cols1, outside_x1, wx1)):
+            term = np.multiply(np.take(row_block, cols, axis=1), wy, dtype=np.float64)  # v * wy
+            if outside_y.any():
+                term[outside_y] = 0.0
+            if outside_x.any():
+                term[:, outside_x] = 0.0
+            term *= wx
+            if values is None:
+                values = term
+            else:
+                values += term
     return values
 
 
@@ -236,9 +256,9 @@ def resize_bilinear(image: np.ndarray, output_shape: Sequence[int]) -> np.ndarra
     out_h, out_w = int(output_shape[0]), int(output_shape[1])
     if out_h < 1 or out_w < 1 or image.size == 0:
         raise ValueError(f"cannot resize an array of shape {image.shape} to {(out_h, out_w)}")
-    pad = ((1, 1), (1, 1)) + ((0, 0),) * (image.ndim - 2)
-    padded = np.pad(image.astype(np.float64), pad)
-    values = _interpolate_grid_exact(padded, _axis_taps(image.shape[0], out_h), _axis_taps(image.shape[1], out_w))
+    if image.dtype == np.float16:
+        image = image.astype(np.float32)  # as skimage does before interpolating
+    values = _interpolate_grid_exact(image, _axis_taps(image.shape[0], out_h), _axis_taps(image.shape[1], out_w))
     out = values.astype(_skimage_float_dtype(image.dtype), copy=False)
     # clip=True: skimage keeps the output within the input's value range (over all channels).
     return np.clip(out, image.min(), image.max(), out=out)
