@@ -87,3 +87,19 @@ def test_positive_cap_and_get_config_round_trip():
     np.testing.assert_allclose(rois[0, 1], PROPOSALS[2])
     clone = DetectionTargetLayer.from_config(layer.get_config())
     assert clone.get_config() == layer.get_config()
+
+
+def test_full_size_masks_are_cropped_by_the_roi_in_image_coordinates():
+    layer = _layer(train_rois_per_image=2, use_mini_mask=False)
+    masks = np.zeros([1, 10, 10, 1], bool)
+    masks[0, :5, :, 0] = True  # top half of the image
+    inputs = [
+        tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
+        tf.constant([[1]], tf.int32),
+        tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
+        tf.constant(masks),
+    ]
+    _, class_ids, _, targets = (t.numpy() for t in layer(inputs))
+    np.testing.assert_array_equal(class_ids[0], [1, 0])
+    # 4 samples over rows 0..9 land on rows 0, 3, 6, 9: the first two are inside the top half.
+    np.testing.assert_array_equal(targets[0, 0], [[1] * 4, [1] * 4, [0] * 4, [0] * 4])
