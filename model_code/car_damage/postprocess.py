@@ -27,6 +27,7 @@ image frame (the old system: the photo covers 14 in wide x 18 in high of car bod
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -134,11 +135,12 @@ def mask_to_polygons(mask: np.ndarray, tolerance: float = 1.0, *, origin: tuple[
     if not (exteriors_per_label == 1).all():  # a 4-connected component has exactly one outer boundary
         raise RuntimeError("a mask component without exactly one exterior ring (internal error)")
     shift = np.array([left - 1, top - 1], dtype=np.int64)  # padded crop -> image coordinates
+    simplified = simplify_rings(rings, tolerance)
     polygons: list[Polygon] = [[] for _ in range(count)]
     for is_exterior in (True, False):  # exterior first, then holes in tracing order
-        for ring, label, area in zip(rings, ring_labels, ring_areas, strict=True):
+        for ring, label, area in zip(simplified, ring_labels, ring_areas, strict=True):
             if (area > 0) == is_exterior:
-                polygons[label - 1].append(_simplify(ring + shift, tolerance))
+                polygons[label - 1].append((ring + shift).tolist())
     return polygons
 
 
@@ -227,33 +229,35 @@ def _signed_area(ring: np.ndarray) -> float:
     return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y))
 
 
-def _simplify(ring: np.ndarray, tolerance: float) -> Ring:
-    if tolerance > 0 and len(ring) > 4:
-        keep = _douglas_peucker_ring(ring.astype(np.float64), tolerance)
-        if keep.sum() >= 3:
-            ring = ring[keep]
-    return np.asarray(ring, dtype=np.int64).tolist()
+def simplify_rings(rings: Sequence[np.ndarray], tolerance: float) -> list[np.ndarray]:
+    """Douglas-Peucker on closed rings ([K, 2] arrays, open form), all rings in one vectorised pass.
 
-
-def _douglas_peucker_ring(points: np.ndarray, tolerance: float) -> np.ndarray:
-    """Keep-mask of a closed ring's points after Douglas-Peucker (distance to the replacing SEGMENT).
-
-    Breadth-first: every round splits ALL segments whose farthest point is beyond the tolerance at that
-    point, in one vectorised pass (same points as the recursive algorithm); settled segments drop out.
+    Every dropped point lies within ``tolerance`` of the segment (not the infinite line) that replaces it.
+    Breadth-first: each round splits every segment whose farthest point is beyond the tolerance at that
+    point (the same points as the recursive algorithm); settled segments drop out. Rings of 4 points or
+    fewer, and rings that would fall below 3 points, are returned unchanged.
     """
-    count = len(points)
-    closed = np.vstack([points, points[:1]])
-    # Anchor the ring at point 0 and the point farthest from it.
-    far = int(np.argmax(((points - points[0]) ** 2).sum(axis=1)))
-    keep = np.zeros(count + 1, dtype=bool)
-    keep[[0, far, count]] = True
-    pending = ~keep  # points whose segment may still split
+    rings = [np.asarray(ring) for ring in rings]
+    todo = [i for i, ring in enumerate(rings) if len(ring) > 4] if tolerance > 0 else []
+    if not todo:
+        return rings
+    # Concatenate the closed rings; each ring's first point, farthest point and closing copy are anchors,
+    # so no segment ever spans two rings.
+    lengths = np.array([len(rings[i]) for i in todo])
+    firsts = np.r_[0, np.cumsum(lengths + 1)[:-1]]
+    closed = np.concatenate([np.vstack([rings[i], rings[i][:1]]) for i in todo]).astype(np.float64)
+    ring_of = np.repeat(np.arange(len(todo)), lengths + 1)
+    from_first = ((closed - closed[firsts][ring_of]) ** 2).sum(axis=1)
+    farthest = firsts + np.array([int(np.argmax(from_first[f: f + n])) for f, n in zip(firsts, lengths, strict=True)])
+    keep = np.zeros(len(closed), dtype=bool)
+    keep[firsts] = keep[farthest] = keep[firsts + lengths] = True
+    pending = ~keep
     limit = tolerance * tolerance
     while True:
-        anchors = np.flatnonzero(keep)
         position = np.flatnonzero(pending)
         if position.size == 0:
-            return keep[:count]
+            break
+        anchors = np.flatnonzero(keep)
         segment = np.searchsorted(anchors, position, side="right") - 1
         a, b = closed[anchors[segment]], closed[anchors[segment + 1]]
         direction = b - a
@@ -261,18 +265,24 @@ def _douglas_peucker_ring(points: np.ndarray, tolerance: float) -> np.ndarray:
         t = np.clip(((closed[position] - a) * direction).sum(axis=1) / np.where(length2 > 0, length2, 1.0), 0, 1)
         offset = closed[position] - (a + t[:, None] * direction)
         distance2 = (offset * offset).sum(axis=1)
-        segment_ids, starts = np.unique(segment, return_index=True)  # positions are grouped by segment
-        worst = np.maximum.reduceat(distance2, starts)
-        worst_per_point = np.repeat(worst, np.diff(np.r_[starts, position.size]))
-        splits = worst_per_point > limit
+        starts = np.flatnonzero(np.r_[True, segment[1:] != segment[:-1]])  # positions are grouped by segment
+        worst = np.repeat(np.maximum.reduceat(distance2, starts), np.diff(np.r_[starts, position.size]))
+        splits = worst > limit
         pending[position[~splits]] = False  # those segments are final
-        candidates = np.flatnonzero(splits & (distance2 == worst_per_point))
+        candidates = np.flatnonzero(splits & (distance2 == worst))
         if candidates.size == 0:
-            return keep[:count]
-        _, first = np.unique(segment[candidates], return_index=True)  # first farthest point per segment
+            break
+        candidate_segments = segment[candidates]
+        first = np.r_[True, candidate_segments[1:] != candidate_segments[:-1]]  # first farthest per segment
         chosen = position[candidates[first]]
         keep[chosen] = True
         pending[chosen] = False
+    result = list(rings)
+    for index, first, length in zip(todo, firsts, lengths, strict=True):
+        kept = keep[first: first + length]
+        if kept.sum() >= 3:
+            result[index] = rings[index][kept]
+    return result
 
 
 def polygon_area(polygon: Polygon) -> float:

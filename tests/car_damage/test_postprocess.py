@@ -12,6 +12,7 @@ from car_damage.postprocess import (
     mask_to_rle,
     polygon_area,
     rle_to_mask,
+    simplify_rings,
 )
 
 
@@ -118,6 +119,20 @@ def test_simplification_stays_within_tolerance():
     # The area may move by at most tolerance x perimeter (in practice much less).
     perimeter = np.abs(np.diff(np.vstack([exact, exact[:1]]), axis=0)).sum()
     assert abs(polygon_area([simple]) - disk.sum()) < 0.5 * perimeter
+
+
+def test_all_rings_simplified_together_equal_one_by_one():
+    rng = np.random.default_rng(11)
+    rings = []
+    for _ in range(20):
+        yy, xx = np.mgrid[0:40, 0:40]
+        a, b = rng.uniform(4, 18, size=2)
+        rings.append(np.array(mask_to_polygons(((yy - 20) / a) ** 2 + ((xx - 20) / b) ** 2 <= 1, 0)[0][0]))
+    together = simplify_rings(rings, 1.5)
+    for ring, simplified in zip(rings, together, strict=True):
+        assert np.array_equal(simplify_rings([ring], 1.5)[0], simplified)
+        assert 3 <= len(simplified) <= len(ring)
+    assert all(np.array_equal(a, b) for a, b in zip(simplify_rings(rings, 0.0), rings, strict=True))
 
 
 def test_coordinates_are_in_the_original_frame():
