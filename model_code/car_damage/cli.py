@@ -155,12 +155,14 @@ def train_model(options: TrainOptions, callbacks_for: Callable[[Any], list] | No
     import shutil
 
     from car_damage.model_card import ModelCard, card_path_for
+
+    config = options.config()
+    train_set, val_set, duplicates = load_training_data(options)  # before TensorFlow: bad data fails fast
+
     from car_damage.weights_init import initialise_weights
     from mrcnn.model import MaskRCNN
     from mrcnn.weights import save_weights
 
-    config = options.config()
-    train_set, val_set, duplicates = load_training_data(options)
     options.logs.mkdir(parents=True, exist_ok=True)
     model = MaskRCNN(mode="training", config=config, model_dir=str(options.logs))
     initialise_weights(model, options.weights, coco_path=options.coco_path)

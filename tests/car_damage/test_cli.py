@@ -105,7 +105,6 @@ def test_evaluate_prints_and_writes_json_and_plot(trained):
 
 
 def test_detect_prints_the_service_response(trained):
-    pytest.importorskip("car_damage.inference")
     from car_damage.response import validate_response
 
     root, _ = trained
@@ -120,7 +119,6 @@ def test_detect_prints_the_service_response(trained):
 
 
 def test_splash_writes_splash_and_outlines(trained):
-    pytest.importorskip("car_damage.render")
     root, _ = trained
     image = next((root / "data" / "val").glob("*.png"))
     code, out = run_cli("splash", "--weights", root / "out" / "mask_cnn_damage.h5", "--image", image,

@@ -8,16 +8,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-pytest.importorskip("mrcnn.utils")
-
-from car_damage.dataset import (  # noqa: E402
+from car_damage.dataset import (
     ClassMatcher,
     DamageDataset,
     find_annotation_file,
     load_dataset,
     load_split,
 )
-from car_damage.via import AnnotationFormatError  # noqa: E402
+from car_damage.via import AnnotationFormatError
 
 
 def _poly(xs, ys, **attributes):

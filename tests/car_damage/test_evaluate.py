@@ -6,9 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-pytest.importorskip("mrcnn.utils")
-
-from car_damage.evaluate import ImageDetections, evaluate_detections, plot_precision_recall, pooled_ap  # noqa: E402
+from car_damage.evaluate import ImageDetections, evaluate_detections, plot_precision_recall, pooled_ap
 
 CLASSES = ["BG", "scratch", "dent"]
 
