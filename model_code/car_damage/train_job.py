@@ -6,7 +6,8 @@ Contract (see docs/parts/training_cli.md):
   are the CLI's (``steps-per-epoch`` or ``steps_per_epoch``); ``sagemaker_*`` and ``_tuning_objective_metric``
   (added by SageMaker tooling) are ignored.
 - data: channels ``train`` and ``val`` under ``/opt/ml/input/data/``, each an annotated folder, or one channel
-  (``training`` or ``train``) holding ``train/`` and ``val/``.
+  (``training`` or ``train``) holding ``train/`` and ``val/``. An optional channel ``coco`` holding
+  ``mask_rcnn_coco.h5`` replaces the download for ``weights=coco`` (network-isolated jobs).
 - outputs: ``mask_cnn_<label>.h5`` + sidecar in ``/opt/ml/model/``; evaluation JSON, PR plot and loss curve in
   ``/opt/ml/output/data/``; checkpoints in ``/opt/ml/checkpoints/`` (synced to S3 for spot training). A job
   that finds checkpoints of its label there resumes from the newest (``--weights last``).
@@ -230,6 +231,9 @@ def run_job(paths: JobPaths, stop: StopOnSigterm) -> int:
     train_dir, val_dir = resolve_channels(paths.data)
     options = TrainOptions(train_dir=train_dir, val_dir=val_dir, logs=paths.checkpoints, out=paths.model,
                            report_dir=paths.output_data, **values)
+    coco_channel = paths.data / "coco" / "mask_rcnn_coco.h5"
+    if coco_channel.is_file():  # network-isolated jobs bring the COCO weights as a channel
+        options.coco_path = coco_channel
     if has_checkpoint(paths.checkpoints, options.label):
         logger.info("checkpoints found in %s: resuming from the newest", paths.checkpoints)
         options.weights = "last"
