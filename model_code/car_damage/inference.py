@@ -32,12 +32,17 @@ from typing import Any
 import numpy as np
 
 from car_damage.config import DamageConfig
-from car_damage.errors import BadOption, ModelLoadError
+from car_damage.errors import BadOption, ImageDecodeError, ModelLoadError
 from car_damage.model_card import ModelCard, card_path_for, damage_type_from_filename
 from car_damage.options import InferenceOptions
 from car_damage.response import ModelDetections, ModelInfo, build_response
 
 logger = logging.getLogger(__name__)
+
+#: Smallest image side the detector accepts (boxes are normalised by side - 1).
+MIN_IMAGE_SIDE = 2
+#: Longest/shortest side beyond which resizing to the model's square input leaves no pixels to analyse.
+MAX_ASPECT_RATIO = 20.0
 
 
 @dataclass
@@ -206,8 +211,12 @@ class DamagePredictor:
         """
         started = time.perf_counter()
         rgb = np.asarray(rgb)
-        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8 or min(rgb.shape[:2]) < 1:
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise ValueError(f"predict needs an RGB uint8 image [H, W, 3], got {rgb.dtype} {rgb.shape}")
+        height, width = rgb.shape[:2]
+        if min(height, width) < MIN_IMAGE_SIDE or max(height, width) > MAX_ASPECT_RATIO * min(height, width):
+            raise ImageDecodeError(f"image is {width}x{height} px; damage detection needs both sides >= "
+                                   f"{MIN_IMAGE_SIDE} px and an aspect ratio of at most {MAX_ASPECT_RATIO:g}:1")
         options = options or InferenceOptions()
         selected = self._select(options)
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
-from car_damage.errors import BadOption, ModelLoadError
+from car_damage.errors import BadOption, ImageDecodeError, ModelLoadError
 from car_damage.inference import DamagePredictor, _card_or_inferred, _weights_files
 from car_damage.model_card import ModelCard
 from car_damage.options import InferenceOptions
@@ -124,6 +124,20 @@ def test_bad_image_arrays_are_rejected(predictor):
         predictor.predict(np.zeros((10, 10), dtype=np.uint8))
     with pytest.raises(ValueError):
         predictor.predict(np.zeros((10, 10, 3), dtype=np.float32))
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 3), (1, 500, 3), (3, 900, 3), (900, 3, 3)])
+def test_degenerate_images_are_a_400_not_a_crash(predictor, shape):
+    with pytest.raises(ImageDecodeError, match="aspect ratio") as info:
+        predictor.predict(np.zeros(shape, dtype=np.uint8))
+    assert info.value.status == 400
+
+
+def test_smallest_accepted_images(predictor):
+    for shape in [(2, 2, 3), (2, 40, 3), (5, 5, 3)]:
+        response = predictor.predict(_image(*shape[:2]))
+        validate_response(response)
+        assert response["image"] == {"width": shape[1], "height": shape[0]}
 
 
 def test_concurrent_requests_give_identical_results(predictor):
