@@ -12,6 +12,7 @@ Masks for the splash come from the response itself: the RLE masks when the reque
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -92,6 +93,12 @@ def response_masks(response: Mapping[str, Any]) -> np.ndarray:
     return np.stack(masks, axis=2) if masks else np.zeros(shape + (0,), dtype=bool)
 
 
+@functools.lru_cache(maxsize=16)
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """Pillow's built-in font at ``size`` px (cached: loading it costs more than drawing a label)."""
+    return ImageFont.load_default(size=size)
+
+
 def _as_damages(response_or_detections: Any) -> list[dict[str, Any]]:
     """Response dict -> its damages; ModelDetections list -> equivalent minimal damage dicts."""
     if isinstance(response_or_detections, Mapping):
@@ -116,7 +123,7 @@ def draw_outlines(image: np.ndarray, response_or_detections: Any) -> np.ndarray:
     canvas = Image.fromarray(image)
     draw = ImageDraw.Draw(canvas)
     line_width = max(1, round(min(image.shape[:2]) / 300))
-    font = ImageFont.load_default(size=max(10, round(min(image.shape[:2]) / 40)))
+    font = _font(max(10, round(min(image.shape[:2]) / 40)))
     for damage in _as_damages(response_or_detections):
         colour = type_colour(damage["type"])
         for polygon in damage["polygons"]:
