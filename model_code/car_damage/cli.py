@@ -121,8 +121,8 @@ class TrainOutcome:
     duplicates: list[str] = field(default_factory=list)
 
 
-def load_training_data(options: TrainOptions) -> tuple[Any, Any, list[str]]:
-    """(train dataset, val dataset, duplicate report lines); duplicates are logged as warnings."""
+def load_training_data(options: TrainOptions) -> tuple[Any, Any, Any, list[str]]:
+    """(train dataset, val dataset, duplicate report, val images left out); duplicates are logged as warnings."""
     from car_damage.dataset import DamageDataset, load_split
     from car_damage.duplicates import find_duplicates
 
@@ -141,8 +141,10 @@ def load_training_data(options: TrainOptions) -> tuple[Any, Any, list[str]]:
     leaked = report.leaked("val") if options.drop_leaked_val else []
     if leaked:
         logger.warning("leaving %d leaked val images out of validation: %s", len(leaked), ", ".join(leaked))
+    if len(leaked) == len(val_split.images):
+        raise ValueError(f"{val_dir}: every val image is also a train image; nothing left to validate on")
     return (DamageDataset.from_split(train_split, classes),
-            DamageDataset.from_split(val_split, classes, exclude=leaked), report.lines())
+            DamageDataset.from_split(val_split, classes, exclude=leaked), report, leaked)
 
 
 def train_model(options: TrainOptions, callbacks_for: Callable[[Any], list] | None = None,
@@ -157,7 +159,7 @@ def train_model(options: TrainOptions, callbacks_for: Callable[[Any], list] | No
     from car_damage.model_card import ModelCard, card_path_for
 
     config = options.config()
-    train_set, val_set, duplicates = load_training_data(options)  # before TensorFlow: bad data fails fast
+    train_set, val_set, duplicates, leaked = load_training_data(options)  # before TensorFlow: fail fast
 
     from car_damage.weights_init import initialise_weights
     from mrcnn.model import MaskRCNN
@@ -199,11 +201,13 @@ def train_model(options: TrainOptions, callbacks_for: Callable[[Any], list] | No
         from car_damage.evaluate import evaluate_weights
 
         evaluation = evaluate_weights(weights_path, options.split_dirs[1], report_dir / "evaluation_val.json",
-                                      card=card, attributes=options.attributes).report
+                                      card=card, attributes=options.attributes, exclude=leaked).report
         card.metrics.update(map50=evaluation.map50, map50_95=evaluation.map50_95, f1=evaluation.f1)
         card.save(card_path)
     logger.info("wrote %s and %s", weights_path, card_path)
-    return TrainOutcome(weights_path, card_path, Path(model.log_dir), int(model.epoch), evaluation, duplicates)
+    return TrainOutcome(weights_path, card_path, Path(model.log_dir), int(model.epoch), evaluation,
+                        duplicates.lines())
+
 
 #: Errors that mean "bad input", reported as one line and exit status 2 (anything else is a bug: traceback).
 _USER_ERRORS = (ValueError, FileNotFoundError, PermissionError)

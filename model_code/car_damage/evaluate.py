@@ -285,8 +285,10 @@ def evaluate_weights(
     attributes: Sequence[str] | None = None,
     min_confidence: float | None = None,
     limit: int | None = None,
+    exclude: Sequence[str] = (),
 ) -> EvaluationRun:
-    """Load ``weights`` (config from ``card`` or its sidecar), detect on ``split_dir``, write JSON + PR plot."""
+    """Load ``weights`` (config from ``card`` or its sidecar), detect on ``split_dir`` (minus the file names in
+    ``exclude``), write JSON + PR plot."""
     import json
 
     from car_damage.dataset import DamageDataset, load_split
@@ -295,7 +297,7 @@ def evaluate_weights(
     weights, split_dir, out_json = Path(weights), Path(split_dir), Path(out_json)
     card = card or card_for_weights(weights)
     classes = list(card.class_names[1:])
-    dataset = DamageDataset.from_split(load_split(split_dir, classes, attributes), classes)
+    dataset = DamageDataset.from_split(load_split(split_dir, classes, attributes), classes, exclude=exclude)
     if not len(dataset.image_ids):
         raise ValueError(f"{split_dir}: no annotated image to evaluate")
     overrides = {} if min_confidence is None else {"DETECTION_MIN_CONFIDENCE": float(min_confidence)}

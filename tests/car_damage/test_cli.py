@@ -54,6 +54,19 @@ def test_missing_dataset_is_a_clear_error(tmp_path, capsys):
     assert code == 2 and "does not exist" in capsys.readouterr().err
 
 
+def test_leaked_val_images_can_be_left_out(seed_scratch_dir, caplog):
+    from car_damage.cli import load_training_data
+
+    options = TrainOptions(dataset=seed_scratch_dir, drop_leaked_val=True)
+    train_set, val_set, report, leaked = load_training_data(options)
+    assert leaked == ["image52.jpeg", "image54.jpg", "image56.jpg"]
+    assert train_set.num_images == 49
+    assert sorted(info["id"] for info in val_set.image_info) == ["image51.png", "image53.jpeg", "image55.jpg"]
+    assert "leak across train/val: train/image4.jpg = val/image54.jpg" in caplog.text
+    _, kept_val, _, none_left_out = load_training_data(TrainOptions(dataset=seed_scratch_dir))
+    assert none_left_out == [] and kept_val.num_images == 6
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """One tiny CLI training run (1 epoch of 2 steps) shared by the tests below."""
