@@ -21,17 +21,9 @@ pytest.importorskip("tensorflow")
 
 
 @pytest.fixture(scope="module")
-def weights_source(tmp_path_factory) -> Path:
-    """One tiny model's weights and its card overrides, written once per module."""
-    import tensorflow as tf
-
-    from mrcnn.model import MaskRCNN
-
-    tf.keras.utils.set_random_seed(1)
-    folder = tmp_path_factory.mktemp("tiny_source")
-    model = MaskRCNN(mode="inference", config=tiny_config(), model_dir=folder)
-    model.save_weights(folder / "weights.h5")
-    return folder / "weights.h5"
+def weights_source(tiny_model_dir) -> Path:
+    """The session's seeded random tiny model (tests/conftest.py), reused as every test model's weights."""
+    return tiny_model_dir / "mask_cnn_scratch.h5"
 
 
 def _card(damage_type: str, **overrides) -> ModelCard:
