@@ -25,7 +25,8 @@ from typing import Any
 import tf_keras as keras
 
 from mrcnn.config import LOSS_NAMES
-from mrcnn.data.pipeline import AugmentFn, make_dataset
+from mrcnn.data.augment import AugmentFn
+from mrcnn.data.pipeline import make_dataset
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ and raises after 5 as well). Images without any instance are skipped, as in matt
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +24,7 @@ import tensorflow as tf
 from mrcnn import utils
 from mrcnn.anchors import compute_backbone_shapes, generate_pyramid_anchors
 from mrcnn.config import Config
+from mrcnn.data.augment import AugmentFn
 from mrcnn.data.targets import build_rpn_targets
 from mrcnn.image_meta import compose_image_meta
 from mrcnn.molding import mold_image
@@ -34,7 +35,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_ERRORS = 5
 
 Batch = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
-AugmentFn = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
 class SampleLoadError(RuntimeError):
