@@ -108,27 +108,87 @@ def build_inference_model(config: Any) -> keras.Model:
     return build_inference_graphs(config).keras_model
 
 
+def _is_linear_conv(layer: Any) -> bool:
+    return isinstance(layer, KL.Conv2D) and not isinstance(layer, KL.Conv2DTranspose) \
+        and layer.activation is keras.activations.linear
+
+
+def fold_batchnorm(model: keras.Model) -> Any:
+    """Inference function of a functional model with every Conv2D -> BatchNormalization pair folded into one conv.
+
+    Batch-norm with moving statistics is an affine map per channel, so it merges into the conv before it:
+    kernel * s and (bias - mean) * s + beta with s = gamma / sqrt(var + eps). The folded weights are computed
+    from the variables at every call (cheap next to the convs), so later weight loads are always seen. The
+    conv + bias + relu (+ residual add) that remain are what TF's CPU/GPU kernels fuse. Other layers run as
+    they are. Walks the model's nodes in the order tf-keras's own Functional call uses.
+    """
+    nodes = [node for depth in sorted(model._nodes_by_depth, reverse=True) for node in model._nodes_by_depth[depth]]
+    consumers: dict[str, list] = {}
+    for node in nodes:
+        for tensor_id in node.flat_input_ids:
+            consumers.setdefault(tensor_id, []).append(node)
+    usage = model._tensor_usage_count
+    folded_bn: dict[int, Any] = {}  # id(conv node) -> the batch-norm node it absorbs
+    for node in nodes:
+        if node.is_input or not _is_linear_conv(node.layer) or len(node.flat_output_ids) != 1:
+            continue
+        users = consumers.get(node.flat_output_ids[0], [])
+        if (len(users) == 1 and usage.get(node.flat_output_ids[0]) == 1
+                and isinstance(users[0].layer, KL.BatchNormalization) and users[0].layer.axis in ([-1], [3])):
+            folded_bn[id(node)] = users[0]
+    skipped = {id(bn) for bn in folded_bn.values()}
+
+    def conv_with_bn(conv: Any, bn: Any, x: tf.Tensor) -> tf.Tensor:
+        scale = bn.gamma * tf.math.rsqrt(bn.moving_variance + bn.epsilon) if bn.scale else \
+            tf.math.rsqrt(bn.moving_variance + bn.epsilon)
+        bias = conv.bias if conv.use_bias else 0.0
+        shift = (bias - bn.moving_mean) * scale + (bn.beta if bn.center else 0.0)
+        return tf.nn.bias_add(conv.convolution_op(x, conv.kernel * scale), shift)
+
+    def call(inputs: Any) -> list:
+        values: dict[str, list] = {}
+        for ref, value in zip(model.inputs, tf.nest.flatten(inputs), strict=True):
+            values[str(id(ref))] = [value] * usage[str(id(ref))]
+        for node in nodes:
+            if node.is_input or id(node) in skipped:
+                continue
+            args, kwargs = node.map_arguments(values)
+            bn = folded_bn.get(id(node))
+            if bn is not None:
+                out_ids, outputs = bn.flat_output_ids, [conv_with_bn(node.layer, bn.layer, args[0])]
+            else:
+                out_ids, outputs = node.flat_output_ids, tf.nest.flatten(node.layer(*args, **kwargs))
+            for tensor_id, value in zip(out_ids, outputs, strict=True):
+                values[tensor_id] = [value] * usage.get(tensor_id, 1)
+        return [values[str(id(ref))].pop() for ref in model.outputs]
+
+    call.num_folded = len(folded_bn)
+    return call
+
+
 class InferenceRunner:
     """Runs detection for molded batches in one tf.function, skipping padding rows of proposals and detections.
 
     Call with (molded_images [B, H, W, 3] float32, image_metas [B, META], anchors [B, A, 4]); returns
     numpy (detections [B, Dmax, 6], mrcnn_mask [B, Dmax, m, m, C]). Deterministic: no random ops.
+    ``last_counts`` holds (real proposals [B], real detections [B]) of the latest call (for benchmarks).
     """
 
     def __init__(self, graphs: InferenceGraphs, config: Any) -> None:
         self.config = config
         self.heads = HeadLayers.from_model(graphs.keras_model)
-        feature_model = graphs.feature_model
+        features = fold_batchnorm(graphs.feature_model)
         if config.USE_XLA:
             # XLA compiles the static-shape part (backbone, FPN, RPN); NMS and crop_and_resize have
             # data-dependent shapes and stay outside the XLA cluster.
-            self._features = tf.function(lambda images: feature_model(images, training=False), jit_compile=True)
+            self._features = tf.function(features, jit_compile=True)
         else:
-            self._features = lambda images: feature_model(images, training=False)
+            self._features = features
         self._std = np.asarray(config.RPN_BBOX_STD_DEV, np.float32)
         self._run = tf.function(self._graph, reduce_retracing=True)
+        self.last_counts: tuple[np.ndarray, np.ndarray] | None = None
 
-    def _graph(self, images: tf.Tensor, image_meta: tf.Tensor, anchors: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def _graph(self, images: tf.Tensor, image_meta: tf.Tensor, anchors: tf.Tensor) -> tuple[tf.Tensor, ...]:
         cfg = self.config
         rpn_class, rpn_bbox, *feature_maps = self._features(images)
         proposals, counts = generate_proposals(rpn_class, rpn_bbox, anchors, cfg.POST_NMS_ROIS_INFERENCE,
@@ -153,11 +213,12 @@ class InferenceRunner:
         mask_shape = tf.shape(masks)[1:]
         full_shape = tf.concat([[batch, cfg.DETECTION_MAX_INSTANCES], mask_shape], axis=0)
         mrcnn_mask = tf.scatter_nd(real_dets, masks, tf.cast(full_shape, tf.int64))
-        return detections, mrcnn_mask
+        return detections, mrcnn_mask, counts, det_counts
 
     def __call__(self, images: np.ndarray, image_metas: np.ndarray,
                  anchors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        detections, mrcnn_mask = self._run(tf.convert_to_tensor(images, tf.float32),
-                                           tf.convert_to_tensor(image_metas, tf.float32),
-                                           tf.convert_to_tensor(anchors, tf.float32))
+        detections, mrcnn_mask, counts, det_counts = self._run(tf.convert_to_tensor(images, tf.float32),
+                                                               tf.convert_to_tensor(image_metas, tf.float32),
+                                                               tf.convert_to_tensor(anchors, tf.float32))
+        self.last_counts = (counts.numpy(), det_counts.numpy())
         return detections.numpy(), mrcnn_mask.numpy()

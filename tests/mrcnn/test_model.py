@@ -187,3 +187,28 @@ def test_training_mode_rejects_detect(tmp_path, model):
 
 def test_runner_is_one_tf_function(model):
     assert isinstance(model._runner._run, tf.types.experimental.PolymorphicFunction)
+
+
+def test_fold_batchnorm_matches_the_unfolded_graph():
+    from mrcnn.graph import fold_batchnorm
+    from mrcnn.layers.backbone import conv_block
+
+    keras.utils.set_random_seed(5)
+    image = keras.layers.Input([None, None, 3])
+    x = keras.layers.Conv2D(8, 3, padding="same", name="stem")(image)
+    x = keras.layers.BatchNormalization(name="stem_bn")(x, training=False)
+    shared = keras.layers.Conv2D(4, 1, name="shared")(x)  # used twice: must not be folded
+    y = conv_block(shared, 3, [4, 4, 8], stage=9, block="a", strides=2)
+    z = keras.layers.BatchNormalization(name="after_shared")(shared, training=False)
+    model = keras.Model(image, [y, z, shared])
+    rng = np.random.default_rng(0)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, var = layer.get_weights()
+            layer.set_weights([rng.uniform(0.5, 2, gamma.shape), rng.normal(size=beta.shape),
+                               rng.normal(size=mean.shape), rng.uniform(0.5, 2, var.shape)])
+    folded = fold_batchnorm(model)
+    assert folded.num_folded == 5  # stem_bn and the block's 2a, 2b, 2c, 1 pairs; "shared" has two users
+    x = rng.normal(size=(2, 16, 12, 3)).astype(np.float32)
+    for ours, ref in zip(folded(tf.constant(x)), model(x, training=False), strict=True):
+        np.testing.assert_allclose(ours.numpy(), ref.numpy(), rtol=1e-4, atol=1e-4)
