@@ -261,20 +261,19 @@ def simplify_rings(rings: Sequence[np.ndarray], tolerance: float) -> list[np.nda
         segment = np.searchsorted(anchors, position, side="right") - 1
         a, b = closed[anchors[segment]], closed[anchors[segment + 1]]
         direction = b - a
-        length2 = (direction * direction).sum(axis=1)
-        t = np.clip(((closed[position] - a) * direction).sum(axis=1) / np.where(length2 > 0, length2, 1.0), 0, 1)
-        offset = closed[position] - (a + t[:, None] * direction)
-        distance2 = (offset * offset).sum(axis=1)
-        starts = np.flatnonzero(np.r_[True, segment[1:] != segment[:-1]])  # positions are grouped by segment
-        worst = np.repeat(np.maximum.reduceat(distance2, starts), np.diff(np.r_[starts, position.size]))
+        length2 = np.einsum("ij,ij->i", direction, direction)
+        points = closed[position]
+        t = np.clip(np.einsum("ij,ij->i", points - a, direction) / np.where(length2 > 0, length2, 1.0), 0, 1)
+        offset = points - (a + t[:, None] * direction)
+        distance2 = np.einsum("ij,ij->i", offset, offset)
+        starts = _run_starts(segment)  # positions are grouped by segment
+        worst = np.repeat(np.maximum.reduceat(distance2, starts), np.diff(np.append(starts, position.size)))
         splits = worst > limit
         pending[position[~splits]] = False  # those segments are final
         candidates = np.flatnonzero(splits & (distance2 == worst))
         if candidates.size == 0:
             break
-        candidate_segments = segment[candidates]
-        first = np.r_[True, candidate_segments[1:] != candidate_segments[:-1]]  # first farthest per segment
-        chosen = position[candidates[first]]
+        chosen = position[candidates[_run_starts(segment[candidates])]]  # first farthest point per segment
         keep[chosen] = True
         pending[chosen] = False
     result = list(rings)
@@ -283,6 +282,14 @@ def simplify_rings(rings: Sequence[np.ndarray], tolerance: float) -> list[np.nda
         if kept.sum() >= 3:
             result[index] = rings[index][kept]
     return result
+
+
+def _run_starts(values: np.ndarray) -> np.ndarray:
+    """Indices where a new run of equal values begins in a 1-D array (0 included when non-empty)."""
+    change = np.empty(len(values), dtype=bool)
+    change[:1] = True
+    np.not_equal(values[1:], values[:-1], out=change[1:])
+    return np.flatnonzero(change)
 
 
 def polygon_area(polygon: Polygon) -> float:
