@@ -34,7 +34,7 @@ import numpy as np
 from car_damage.config import DamageConfig
 from car_damage.errors import BadOption, ImageDecodeError, ModelLoadError
 from car_damage.model_card import ModelCard, card_path_for, damage_type_from_filename
-from car_damage.options import InferenceOptions
+from car_damage.options import TYPE_NAME_PATTERN, InferenceOptions
 from car_damage.response import ModelDetections, ModelInfo, build_response
 
 logger = logging.getLogger(__name__)
@@ -136,6 +136,9 @@ def load_model(weights_path: str | Path, card: ModelCard | None = None,
             raise ModelLoadError(f"{weights_path.name}: name it mask_cnn_<type>.h5 or pass a ModelCard")
         card, _ = _card_or_inferred(weights_path, damage_type)
     damage_type = card.damage_type.lower()
+    if not TYPE_NAME_PATTERN.match(damage_type):
+        raise ModelLoadError(f"{weights_path}: damage type {card.damage_type!r} must be lower-case letters, digits, "
+                             f"'_' or '-' (it becomes a JSON key and an option value)")
     try:
         base = card.to_config()
         default_min_score = float(base.DETECTION_MIN_CONFIDENCE)

@@ -215,6 +215,13 @@ def test_without_sidecar_the_config_is_inferred_from_the_file(tmp_path, weights_
     assert card.class_names == ["BG", "scratch"] and info.num_classes == 2
 
 
+def test_damage_type_must_be_a_plain_name(tmp_path, weights_source):
+    weights = tmp_path / "anything.h5"
+    shutil.copy(weights_source, weights)
+    with pytest.raises(ModelLoadError, match="paint chip"):
+        DamagePredictor.from_weights(weights, card=_card("paint chip"), warmup=False)
+
+
 def test_from_weights_with_an_explicit_card(tmp_path, weights_source):
     weights = tmp_path / "anything.h5"
     shutil.copy(weights_source, weights)
