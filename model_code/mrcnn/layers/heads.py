@@ -82,6 +82,12 @@ def build_fpn_mask_graph(rois: Any, feature_maps: list, image_meta: Any, pool_si
     return KL.TimeDistributed(KL.Conv2D(num_classes, (1, 1), strides=1, activation="sigmoid"), name=MASK)(x)
 
 
+def _batchnorm_inference(bn: KL.BatchNormalization, x: tf.Tensor) -> tf.Tensor:
+    """A batch-norm layer's inference transform (moving statistics) on a tensor of any rank, channels last."""
+    return tf.nn.batch_normalization(x, bn.moving_mean, bn.moving_variance, bn.beta if bn.center else None,
+                                     bn.gamma if bn.scale else None, bn.epsilon)
+
+
 @dataclass
 class HeadLayers:
     """The inner (un-wrapped) head layers of a built model, for running the heads on a flat [M, ...] batch."""
@@ -110,11 +116,17 @@ class HeadLayers:
         )
 
     def classify(self, crops: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """crops [M, p, p, D] -> (class probabilities [M, C], box deltas [M, C, 4]); inference mode."""
+        """crops [M, p, p, D] -> (class probabilities [M, C], box deltas [M, C, 4]); inference mode.
+
+        The p x p "valid" conv on a p x p crop and the 1x1 conv are matrix products; they run as such
+        (kernel [p, p, D, F] flattens in the same (y, x, channel) order as the crop).
+        """
         conv1, bn1, conv2, bn2 = self.class_layers
-        x = tf.nn.relu(bn1(conv1(crops), training=False))
-        x = tf.nn.relu(bn2(conv2(x), training=False))
-        x = tf.reshape(x, [tf.shape(x)[0], -1])
+        rows = tf.shape(crops)[0]
+        x = tf.matmul(tf.reshape(crops, [rows, -1]), tf.reshape(conv1.kernel, [-1, conv1.filters])) + conv1.bias
+        x = tf.nn.relu(_batchnorm_inference(bn1, x))
+        x = tf.matmul(x, tf.reshape(conv2.kernel, [-1, conv2.filters])) + conv2.bias
+        x = tf.nn.relu(_batchnorm_inference(bn2, x))
         probs = tf.nn.softmax(self.logits(x))
         deltas = tf.reshape(self.bbox_fc(x), [-1, self.num_classes, 4])
         return probs, deltas
