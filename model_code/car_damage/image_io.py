@@ -30,7 +30,7 @@ import logging
 import struct
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps
+from PIL import ExifTags, Image, ImageFile, ImageOps
 
 from car_damage.errors import ImageDecodeError, PayloadTooLarge
 
@@ -113,6 +113,9 @@ def _check_size(width: int, height: int, max_pixels: int) -> None:
 def _apply_exif_orientation(image: Image.Image) -> Image.Image:
     """Rotate/flip per the EXIF Orientation tag; a malformed EXIF block is ignored like viewers do."""
     try:
+        orientation = image.getexif().get(ExifTags.Base.Orientation)
+        if orientation in (None, 1):
+            return image  # exif_transpose would copy the pixels for nothing
         return ImageOps.exif_transpose(image)
     except (SyntaxError, ValueError, KeyError, TypeError, struct.error) as exc:
         logger.warning("ignoring unreadable EXIF orientation: %s", exc)
@@ -127,7 +130,9 @@ def _to_rgb_array(image: Image.Image) -> np.ndarray:
     if mode == "P" and "transparency" in image.info:
         image, mode = image.convert("RGBA"), "RGBA"
     if mode in _ALPHA_MODES:
-        rgba = image.convert("RGBA")
+        rgba = image if mode == "RGBA" else image.convert("RGBA")
+        if rgba.getchannel("A").getextrema()[0] == 255:  # an alpha that hides nothing (common in PNG exports)
+            return np.asarray(rgba.convert("RGB"), dtype=np.uint8)
         background = Image.new("RGBA", rgba.size, ALPHA_BACKGROUND + (255,))
         return np.ascontiguousarray(np.asarray(Image.alpha_composite(background, rgba).convert("RGB")))
     if mode in _SIXTEEN_BIT_MODES or mode == "I" or mode == "F":

@@ -77,6 +77,13 @@ def test_alpha_is_composited_on_white():
     assert out[0, 0].tolist() == [50, 50, 50] and out[0, 1].tolist() == [255, 255, 255]
 
 
+def test_fully_opaque_alpha_is_dropped():
+    rgb = _gradient()
+    rgba = np.dstack([rgb, np.full(rgb.shape[:2], 255, dtype=np.uint8)])
+    out = decode_image(_encode(Image.fromarray(rgba, "RGBA"), "PNG"))
+    assert (out == rgb).all() and out.flags["C_CONTIGUOUS"]
+
+
 def test_sixteen_bit_grey_is_scaled_not_clipped():
     values = np.array([[0, 257, 32768, 65535]], dtype=np.uint16)
     out = decode_image(_encode(Image.fromarray(values), "PNG"))
