@@ -126,6 +126,14 @@ def test_truncated_images_are_rejected_not_grey(fmt, keep):
         decode_image(data[: int(len(data) * keep)])
 
 
+def test_refuses_to_run_with_truncated_loading_switched_on(monkeypatch):
+    from PIL import ImageFile
+
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    with pytest.raises(RuntimeError, match="LOAD_TRUNCATED_IMAGES"):
+        decode_image(_encode(Image.fromarray(_gradient()), "PNG"))
+
+
 def test_truncated_png_pixel_data_is_rejected():
     data = _encode(Image.fromarray(_gradient(64, 64)), "PNG", compress_level=0)
     with pytest.raises(ImageDecodeError):
