@@ -72,11 +72,15 @@ class StepTimer:
         class _Callback(keras.callbacks.Callback):
             def on_train_batch_begin(cb, batch, logs=None):
                 cb.start = time.perf_counter()
+                cb.cpu_start = time.process_time()
 
             def on_train_batch_end(cb, batch, logs=None):
                 self.times.append(time.perf_counter() - cb.start)
+                self.cpu_times.append(time.process_time() - cb.cpu_start)
 
         self.times: list[float] = []
+        # Process CPU seconds (all threads) per step: comparable even when other jobs share the machine.
+        self.cpu_times: list[float] = []
         self.callback = _Callback()
 
 
@@ -105,6 +109,7 @@ def run_case(backbone: str, size: int, layers: str, steps: int) -> dict:
         "steps_timed": len(rest),
         "mean_step_s": round(statistics.mean(rest), 3),
         "min_step_s": round(min(rest), 3),
+        "mean_step_cpu_s": round(statistics.mean(timer.cpu_times[1:]), 3),
     }
 
 
@@ -150,15 +155,16 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_count": os.cpu_count(),
         "tensorflow": tf.__version__,
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "load_average_at_end": os.getloadavg(),
         "results": results,
     }
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(summary, handle, indent=2)
-    print(f"{'backbone':10} {'size':>5} {'layers':6} {'s/step':>8} {'first':>7}")
+    print(f"{'backbone':10} {'size':>5} {'layers':6} {'s/step':>8} {'cpu s/step':>10} {'first':>7}")
     for r in results:
-        row = (r["backbone"], r["image_size"], r["layers"], r["mean_step_s"], r["first_step_s"])
-        print("{:10} {:5d} {:6} {:8.3f} {:7.2f}".format(*row))
+        row = (r["backbone"], r["image_size"], r["layers"], r["mean_step_s"], r["mean_step_cpu_s"], r["first_step_s"])
+        print("{:10} {:5d} {:6} {:8.3f} {:10.3f} {:7.2f}".format(*row))
     return 0
 
 
