@@ -333,18 +333,25 @@ def rle_to_mask(rle: dict[str, object]) -> np.ndarray:
 
 
 def _encode_counts(counts: list[int]) -> str:
-    chars = []
-    for index, count in enumerate(counts):
-        value = count - counts[index - 2] if index > 2 else count
-        more = True
-        while more:
-            chunk = value & 0x1F
-            value >>= 5  # arithmetic shift: negative deltas terminate at -1
-            more = value != -1 if chunk & 0x10 else value != 0
-            if more:
-                chunk |= 0x20
-            chars.append(chr(chunk + 48))
-    return "".join(chars)
+    """COCO's string form of run counts, vectorised over counts (one pass per 5-bit group)."""
+    values = np.asarray(counts, dtype=np.int64)
+    if values.size == 0:
+        return ""
+    deltas = values.copy()
+    deltas[3:] -= values[1:-2]  # from the fourth count on, store the difference to the count two back
+    groups = np.zeros((values.size, 13), dtype=np.uint8)  # 13 x 5 bits cover any int64
+    used = np.zeros_like(groups, dtype=bool)
+    active = np.ones(values.size, dtype=bool)
+    for position in range(groups.shape[1]):
+        chunk = deltas & 0x1F
+        deltas >>= 5  # arithmetic shift: negative deltas terminate at -1
+        more = np.where(chunk & 0x10, deltas != -1, deltas != 0)
+        groups[:, position] = (chunk | np.where(more, 0x20, 0)) + 48
+        used[:, position] = active
+        active &= more
+        if not active.any():
+            break
+    return groups[used].tobytes().decode("ascii")
 
 
 def _decode_counts(text: str) -> list[int]:

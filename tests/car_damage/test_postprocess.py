@@ -176,6 +176,16 @@ def test_rle_hand_computed():
     assert rle_to_mask(mask_to_rle(np.ones((1, 3), bool))).all()
 
 
+def test_rle_count_strings_round_trip_large_and_decreasing_counts():
+    from car_damage.postprocess import _decode_counts, _encode_counts
+
+    rng = np.random.default_rng(4)
+    for high in (3, 40, 5000, 10**9):
+        counts = [int(c) for c in rng.integers(0, high, size=12)]
+        assert _decode_counts(_encode_counts(counts)) == counts
+    assert _encode_counts([]) == ""
+
+
 def test_rle_matches_pycocotools():
     mask_utils = pytest.importorskip("pycocotools.mask")
     rng = np.random.default_rng(3)
