@@ -101,15 +101,21 @@ def test_cmyk_jpeg_and_tiff_become_rgb():
         assert np.abs(out.astype(int) - rgb).mean() < 4
 
 
-def test_exif_orientation_is_applied():
-    rgb = np.zeros((2, 3, 3), dtype=np.uint8)
-    rgb[0, 0] = [255, 0, 0]  # red marker at the top-left of the stored pixels
-    image = Image.fromarray(rgb)
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP"])
+@pytest.mark.parametrize(
+    "orientation, shape, marker_corner",
+    [(1, (20, 30), (0, 0)), (3, (20, 30), (1, 1)), (6, (30, 20), (0, 1)), (8, (30, 20), (1, 0))],
+)
+def test_exif_orientation_is_applied(fmt, orientation, shape, marker_corner):
+    rgb = np.zeros((20, 30, 3), dtype=np.uint8)
+    rgb[:6, :6] = [255, 0, 0]  # red block at the top-left of the stored pixels
     exif = Image.Exif()
-    exif[0x0112] = 6  # "rotate 90 CW to display"
-    out = decode_image(_encode(image, "PNG", exif=exif.tobytes()))
-    assert out.shape == (3, 2, 3)  # portrait after rotation
-    assert out[0, 1].tolist() == [255, 0, 0]  # top-left went to top-right
+    exif[0x0112] = orientation  # 3: rotate 180, 6: rotate 90 CW to display, 8: rotate 90 CCW
+    out = decode_image(_encode(Image.fromarray(rgb), fmt, exif=exif.tobytes()))
+    assert out.shape[:2] == shape
+    row = 2 if marker_corner[0] == 0 else shape[0] - 3
+    col = 2 if marker_corner[1] == 0 else shape[1] - 3
+    assert out[row, col, 0] > 200 and out[row, col, 1] < 60  # the red block is where a viewer shows it
 
 
 @pytest.mark.parametrize("data", [b"", b"not an image at all", b"\x89PNG\r\n\x1a\n garbage", b"\xff\xd8\xff"])
