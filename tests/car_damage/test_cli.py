@@ -69,17 +69,17 @@ def test_leaked_val_images_can_be_left_out(seed_scratch_dir, caplog):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """One tiny CLI training run (1 epoch of 2 steps) shared by the tests below."""
+    """One tiny training run (1 epoch of 2 steps) through the old ``maskR_CNN.py`` command line, shared below."""
     from car_damage.synth import SynthSettings, generate
 
     root = tmp_path_factory.mktemp("cli")
     generate(root / "data", SynthSettings(n=6, height=128, width=128, val_fraction=0.34))
-    code, out = run_cli("train", "--dataset", root / "data", "--weights", "none", "--backbone", "tiny",
-                        "--image-size", "128", "--epochs", "1", "--steps-per-epoch", "2", "--val-steps", "1",
-                        "--label", "damage", "--classes", "scratch,dent", "--logs", root / "logs", "--out",
-                        root / "out")
-    assert code == 0
-    return root, out
+    command = [sys.executable, str(REPO / "maskR_CNN.py"), "train", f"--dataset={root / 'data'}", "--weights=none",
+               "--backbone=tiny", "--image-size=128", "--epochs=1", "--steps-per-epoch=2", "--val-steps=1",
+               "--label=damage", "--classes=scratch,dent", f"--logs={root / 'logs'}", f"--out={root / 'out'}"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root, result.stdout
 
 
 def test_train_writes_a_deliverable_that_loads_back(trained):
