@@ -370,7 +370,10 @@ def _run_detect(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="car-damage", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="car-damage",
+        description="Car-damage Mask R-CNN: train on VIA/COCO annotations, evaluate, splash and detect.",
+        epilog="Run `car-damage COMMAND --help` for a command's options.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_train(subparsers)
