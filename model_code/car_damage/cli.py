@@ -272,11 +272,12 @@ def _add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--card", type=Path, help="model card JSON when it is not next to the weights")
 
 
-def _load_card(args: argparse.Namespace):  # -> ModelCard
+def _explicit_card(args: argparse.Namespace):  # -> ModelCard | None
+    """``--card`` if given; otherwise None, so each consumer applies its own sidecar rules (the service's for
+    detect and splash, so they answer exactly as the endpoint would)."""
     from car_damage.model_card import ModelCard
-    from car_damage.weights_init import card_for_weights
 
-    return ModelCard.load(args.card) if args.card else card_for_weights(args.weights)
+    return ModelCard.load(args.card) if args.card else None
 
 
 def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
@@ -296,7 +297,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from car_damage.evaluate import evaluate_weights
 
     out = args.out or Path(f"evaluation_{args.subset}.json")
-    result = evaluate_weights(args.weights, args.dataset / args.subset, out, card=_load_card(args),
+    result = evaluate_weights(args.weights, args.dataset / args.subset, out, card=_explicit_card(args),
                               attributes=args.attribute, min_confidence=args.min_confidence, limit=args.limit)
     for line in result.report.summary_lines():
         logger.info("%s", line)
@@ -336,7 +337,7 @@ def splash_images(weights: Path, images: Sequence[Path], out_dir: Path, card: An
 
 
 def _run_splash(args: argparse.Namespace) -> int:
-    for splash, outline in splash_images(args.weights, args.image, args.out, card=_load_card(args)):
+    for splash, outline in splash_images(args.weights, args.image, args.out, card=_explicit_card(args)):
         print(f"splash: {splash}")
         print(f"outlines: {outline}")
     return 0
@@ -362,7 +363,7 @@ def _run_detect(args: argparse.Namespace) -> int:
         if not sep:
             raise ValueError(f"--option expects KEY=VALUE, got {item!r}")
         pairs[key.strip()] = value.strip()
-    predictor = DamagePredictor.from_weights(args.weights, card=_load_card(args))
+    predictor = DamagePredictor.from_weights(args.weights, card=_explicit_card(args))
     options = InferenceOptions.from_mapping(pairs, known_types=predictor.damage_types)
     response = predictor.predict(decode_image(args.image.read_bytes()), options)
     print(json.dumps(response, indent=2))
