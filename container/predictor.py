@@ -253,7 +253,10 @@ def _read_body(max_bytes: int) -> bytes:
 
 def _image_bytes(body: bytes, mimetype: str) -> bytes:
     if mimetype == CONTENT_TYPE_JSON:
-        return decode_base64_json(body)
+        try:
+            return decode_base64_json(body)
+        except RecursionError:  # json raises this (not ValueError) for [[[[...]]]] bombs
+            raise ImageDecodeError("JSON body nests too deeply; send {\"image\": \"<base64>\"}") from None
     if not body:
         raise ImageDecodeError("empty body: no image bytes received")
     return body

@@ -225,6 +225,7 @@ def test_unsupported_accept_is_406(client) -> None:
     (json.dumps({"image": "!!!not base64!!!"}).encode(), "application/json"),
     (json.dumps({"image": base64.b64encode(b"garbage").decode()}).encode(), "application/json"),
     (b"%PDF-1.4 not an image", "image/png"),
+    (b"[" * 200_000 + b"]" * 200_000, "application/json"),  # nesting bomb: RecursionError inside json
 ])
 def test_undecodable_bodies_are_400(client, data, content_type) -> None:
     response = post(client, data, content_type)
