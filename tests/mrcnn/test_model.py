@@ -212,3 +212,32 @@ def test_fold_batchnorm_matches_the_unfolded_graph():
     x = rng.normal(size=(2, 16, 12, 3)).astype(np.float32)
     for ours, ref in zip(folded(tf.constant(x)), model(x, training=False), strict=True):
         np.testing.assert_allclose(ours.numpy(), ref.numpy(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_resnet50_fast_path_matches_keras_graph(tmp_path):
+    """Full-size heads and a real backbone (BatchNorm folded in the fast path) against matterport's graph."""
+    keras.utils.set_random_seed(2)
+    config = tiny_config(BACKBONE="resnet50", IMAGE_MIN_DIM=256, IMAGE_MAX_DIM=256, TOP_DOWN_PYRAMID_SIZE=256,
+                         FPN_CLASSIF_FC_LAYERS_SIZE=1024, RPN_CONV_CHANNELS=512, MASK_HEAD_CHANNELS=256,
+                         POST_NMS_ROIS_INFERENCE=300, DETECTION_MAX_INSTANCES=30)
+    m = modellib.MaskRCNN("inference", config, tmp_path)
+    rng = np.random.default_rng(0)
+    for layer in m.keras_model.layers:  # non-trivial moving statistics so that folding matters
+        inner = getattr(layer, "layer", layer)
+        if isinstance(inner, keras.layers.BatchNormalization):
+            gamma, beta, mean, var = inner.get_weights()
+            inner.set_weights([rng.uniform(0.8, 1.2, gamma.shape), rng.normal(0, 0.05, beta.shape),
+                               rng.normal(0, 0.05, mean.shape), rng.uniform(0.8, 1.2, var.shape)])
+    logits = m.keras_model.get_layer("mrcnn_class_logits")
+    kernel, bias = logits.get_weights()
+    logits.set_weights([kernel * 0.05, bias])
+    images = (rng.standard_normal((1, 256, 256, 3)) * 60).astype(np.float32)
+    meta = compose_image_meta(0, (256, 256, 3), (256, 256, 3), (0, 0, 256, 256), 1.0, np.zeros(2))[None]
+    anchors = m.get_anchors((256, 256, 3))[None]
+    ref = m.keras_model.predict([images, meta.astype(np.float32), anchors], verbose=0)
+    dets, masks = m._runner(images, meta.astype(np.float32), anchors)
+    n = int((ref[0][0, :, 4] > 0).sum())
+    assert n > 0 and int((dets[0, :, 4] > 0).sum()) == n
+    np.testing.assert_allclose(dets[0, :n], ref[0][0, :n], atol=2e-3)
+    np.testing.assert_allclose(masks[0, :n], ref[3][0, :n], atol=2e-3)
