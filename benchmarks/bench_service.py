@@ -117,9 +117,12 @@ def start_service(model_dir: Path, log_dir: Path, extra_env: dict[str, str]) -> 
             ping = requests.get(url + "/ping", timeout=2)
         except requests.RequestException:
             ping = None
+        if ping is not None and ping.status_code not in (200, 503):
+            logger.info("ping answered %d: %r", ping.status_code, ping.content[:200])
         if ping is not None and ping.status_code == 200:
             return process, url
-        if ping is not None and ping.content and ping.json().get("error") == "model_load_failed":
+        if ping is not None and ping.headers.get("Content-Type", "").startswith("application/json") \
+                and ping.content and ping.json().get("error") == "model_load_failed":
             stop_service(process)  # permanent: no point waiting for it
             raise SystemExit(f"the model failed to load: {ping.json()['detail']}")
         time.sleep(0.5)

@@ -128,7 +128,15 @@ def test_killed_worker_is_respawned_and_the_service_recovers(live_server,
                                                               test_images_dir: Path) -> None:
     before = worker_pids(live_server)
     assert len(before) == 1
-    os.kill(before[0], signal.SIGKILL)
+    # A hung worker first: nginx still answers /ping inside SageMaker's 2 s, with 503.
+    os.kill(before[0], signal.SIGSTOP)
+    try:
+        status, elapsed, body = live_server.ping(timeout=5)
+    finally:
+        os.kill(before[0], signal.SIGKILL)  # works on a stopped process too
+    assert status == 503 and elapsed < PING_LIMIT_S, (status, elapsed)
+    assert json.loads(body)["error"] == "model_server_unavailable"
+    live_server.ping_history.pop()  # measured above; the history check below is about the recovery
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         now = worker_pids(live_server)
