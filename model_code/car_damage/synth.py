@@ -32,7 +32,7 @@ from skimage.draw import polygon as rasterise_polygon
 logger = logging.getLogger(__name__)
 
 #: Bump when the drawing changes, so caches keyed by ``SynthSettings.fingerprint()`` are rebuilt.
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 ANNOTATION_FILE = "via_region_data.json"
 DAMAGE_KINDS = ("scratch", "dent")
 SPLITS = ("train", "val")
@@ -60,8 +60,8 @@ class SynthSettings:
     scratches: tuple[int, int] = (1, 3)
     dents: tuple[int, int] = (0, 1)
     scratch_length: tuple[float, float] = (0.2, 0.55)
-    scratch_width_px: tuple[float, float] = (3.0, 7.0)
-    scratch_bend: float = 0.12
+    scratch_width_px: tuple[float, float] = (5.0, 10.0)
+    scratch_bend: float = 0.08
     dent_size: tuple[float, float] = (0.06, 0.14)
     panel_gap_probability: float = 0.35
     attribute: str = "damage"
