@@ -372,3 +372,23 @@ def test_create_app_needs_exactly_one_source() -> None:
         service.create_app()
     with pytest.raises(ValueError):
         service.create_app(object(), loader=lambda: None)
+
+
+def test_wsgi_builds_the_app_and_pins_each_worker_to_its_own_gpu(tmp_path, monkeypatch) -> None:
+    import fcntl
+
+    monkeypatch.setenv("MODEL_DIR", str(tmp_path / "no-models-here"))
+    import wsgi  # builds its app at import, as in a gunicorn worker; the load fails fast (no folder)
+
+    wsgi.app.extensions["model_slot"].thread.join(timeout=60)
+    ping = wsgi.app.test_client().get("/ping")
+    assert ping.status_code == 503 and "no-models-here" in ping.get_json()["detail"]
+
+    assert wsgi.claim_gpu({"SERVE_GPU_DEVICES": "0", "SERVE_RUN_DIR": str(tmp_path)}) is None  # one GPU: no pin
+    with open(tmp_path / "gpu-0.lock", "w") as other_worker:
+        fcntl.flock(other_worker, fcntl.LOCK_EX | fcntl.LOCK_NB)  # GPU "3" is taken by another worker
+        env = {"SERVE_GPU_DEVICES": "3,5", "SERVE_RUN_DIR": str(tmp_path)}
+        assert wsgi.claim_gpu(env) == "5" and env["CUDA_VISIBLE_DEVICES"] == "5"
+        crowded = {"SERVE_GPU_DEVICES": "3,5", "SERVE_RUN_DIR": str(tmp_path)}
+        assert wsgi.claim_gpu(crowded) is None and "CUDA_VISIBLE_DEVICES" not in crowded
+    wsgi._gpu_lock_file.close()

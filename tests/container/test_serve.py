@@ -12,6 +12,8 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -202,3 +204,50 @@ def test_missing_or_corrupt_model_keeps_ping_503_and_logs_why(server_factory, tm
     os.kill(child_pid(server, "nginx"), signal.SIGKILL)
     assert server.process.wait(timeout=40) == 1
     assert "nginx exited unexpectedly" in server.stderr()
+
+
+# --- serve's own logic, without starting the service ------------------------------------------------------------
+
+def serve_module():
+    """container/serve as a module (it has no .py suffix); main() is not run."""
+    from importlib.machinery import SourceFileLoader
+    from importlib.util import module_from_spec, spec_from_loader
+
+    path = Path(__file__).resolve().parents[2] / "container" / "serve"
+    loader = SourceFileLoader("container_serve", str(path))
+    module = module_from_spec(spec_from_loader("container_serve", loader))
+    loader.exec_module(module)
+    return module
+
+
+def test_rendered_nginx_conf_passes_nginx_own_check(tmp_path: Path) -> None:
+    serve = serve_module()
+    conf = serve.render_nginx_conf({
+        "USER_DIRECTIVE": serve.user_directive(), "RUN_DIR": str(tmp_path), "SOCKET": str(tmp_path / "g.sock"),
+        "PORT": "8080", "MAX_BODY_MB": "6", "BODY_BUFFER_MB": "6", "PROXY_READ_TIMEOUT_S": "65",
+    })
+    assert "{{" not in conf and "client_max_body_size 6m;" in conf and "proxy_read_timeout 65s;" in conf
+    (tmp_path / "nginx.conf").write_text(conf)
+    result = subprocess.run([serve.find_nginx(), "-t", "-e", "stderr", "-p", str(tmp_path), "-c",
+                             str(tmp_path / "nginx.conf")], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert "syntax is ok" in result.stderr
+    with pytest.raises(SystemExit, match="PORT"):
+        serve.render_nginx_conf({"RUN_DIR": "/tmp"})
+
+
+def test_gpu_devices_follow_cuda_visible_devices(monkeypatch: pytest.MonkeyPatch) -> None:
+    serve = serve_module()
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2, 5")
+    assert serve.gpu_devices() == ["2", "5"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    assert serve.gpu_devices() == []
+
+
+@pytest.mark.parametrize(("name", "value"), [("MODEL_SERVER_GRACEFUL_TIMEOUT", "30"),
+                                             ("SAGEMAKER_BIND_TO_PORT", "http"), ("MODEL_SERVER_WORKERS", "0")])
+def test_bad_settings_stop_serve_before_it_starts_anything(name: str, value: str, tmp_path: Path) -> None:
+    env = dict(os.environ, **{name: value}, MODEL_DIR=str(tmp_path))
+    result = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[2] / "container" / "serve")],
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0 and name in result.stderr, result.stderr
