@@ -77,6 +77,7 @@ def post(client, data: bytes, content_type: str | None = "image/png", *, headers
     ("image/png", "JPEG", "RGB"),  # a JPEG under a PNG header (as users send): decoded by content
     ("image/jpeg; charset=binary", "PNG", "P"),
     (None, "PNG", "RGB"),  # no Content-Type at all
+    ("application/x-www-form-urlencoded", "JPEG", "RGB"),  # `curl --data-binary @car.jpg` without -H
 ])
 def test_every_raw_image_content_type_gives_a_valid_response(client, content_type, fmt, mode) -> None:
     response = post(client, encoded(fmt, mode), content_type)
