@@ -241,3 +241,16 @@ def test_resnet50_fast_path_matches_keras_graph(tmp_path):
     assert n > 0 and int((dets[0, :, 4] > 0).sum()) == n
     np.testing.assert_allclose(dets[0, :n], ref[0][0, :n], atol=2e-3)
     np.testing.assert_allclose(masks[0, :n], ref[3][0, :n], atol=2e-3)
+
+
+def test_concurrent_detect_calls_give_the_same_results(model):
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(8)
+    images = [rng.integers(0, 255, size=(100 + 10 * i, 120, 3), dtype=np.uint8) for i in range(4)]
+    expected = [model.detect([image])[0] for image in images]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda image: model.detect([image])[0], images * 2))
+    for i, result in enumerate(results):
+        for key in ("rois", "class_ids", "scores", "masks"):
+            np.testing.assert_array_equal(result[key], expected[i % 4][key])
