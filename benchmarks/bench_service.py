@@ -109,6 +109,15 @@ def start_service(model_dir: Path, log_dir: Path, extra_env: dict[str, str]) -> 
         process = subprocess.Popen([sys.executable, str(SERVE)], env=env, stdout=out, stderr=err,
                                    start_new_session=True)
     url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(process, url, log_dir)
+    except BaseException:
+        stop_service(process)  # never leave a service behind, whatever went wrong while waiting
+        raise
+    return process, url
+
+
+def wait_ready(process: subprocess.Popen, url: str, log_dir: Path) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -120,13 +129,11 @@ def start_service(model_dir: Path, log_dir: Path, extra_env: dict[str, str]) -> 
         if ping is not None and ping.status_code not in (200, 503):
             logger.info("ping answered %d: %r", ping.status_code, ping.content[:200])
         if ping is not None and ping.status_code == 200:
-            return process, url
+            return
         if ping is not None and ping.headers.get("Content-Type", "").startswith("application/json") \
                 and ping.content and ping.json().get("error") == "model_load_failed":
-            stop_service(process)  # permanent: no point waiting for it
-            raise SystemExit(f"the model failed to load: {ping.json()['detail']}")
+            raise SystemExit(f"the model failed to load: {ping.json()['detail']}")  # permanent
         time.sleep(0.5)
-    stop_service(process)
     raise SystemExit(f"service not ready after {READY_TIMEOUT_S} s; see {log_dir}/stderr.log")
 
 
