@@ -7,7 +7,9 @@ Inputs:  input_image [B, H, W, 3] molded; input_image_meta [B, META]; input_rpn_
          input_rpn_bbox [B, R, 4]; input_gt_class_ids [B, G] int32; input_gt_boxes [B, G, 4] pixels;
          input_gt_masks [B, h, w, G] bool.
 Outputs: rpn_class_logits, rpn_class, rpn_bbox, mrcnn_class_logits, mrcnn_class, mrcnn_bbox, mrcnn_mask,
-         rpn_rois, output_rois, then the five scalar losses named as ``LOSS_NAMES``.
+         rpn_rois, output_rois, then the five scalar losses named as ``LOSS_NAMES``. Unlike matterport,
+         mrcnn_mask covers only the first int(T * ROI_POSITIVE_RATIO) ROIs (where all positives are): the mask
+         loss ignores the others, so this saves two thirds of the mask head's work and changes no gradient.
 
 ``TrainingModel.train_step`` sums the five losses weighted by LOSS_WEIGHTS plus matterport's L2 weight decay
 (WEIGHT_DECAY * sum(w^2) / size(w) over trainable weights that are not BatchNorm gamma/beta), and reports
@@ -134,6 +136,22 @@ class BatchAnchors(KL.Layer):
         return config
 
 
+class FirstSlots(KL.Layer):
+    """x[:, :count]: the first ``count`` ROI slots of a [B, T, ...] tensor."""
+
+    def __init__(self, count: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.count = int(count)
+
+    def call(self, tensor: tf.Tensor) -> tf.Tensor:
+        return tensor[:, : self.count]
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(count=self.count)
+        return config
+
+
 def _loss_layer(loss_fn) -> KL.Lambda:
     """A Lambda layer applying a function of ``mrcnn.losses``; the layer is named after the function."""
     if loss_fn.__name__ not in LOSS_NAMES:
@@ -170,16 +188,24 @@ def build_training_model(config: Config) -> TrainingModel:
         [rpn_class, rpn_bbox, anchors])
     active_class_ids = KL.Lambda(_active_class_ids, name="active_class_ids")(input_image_meta)
 
-    rois, target_class_ids, target_bbox, target_mask = DetectionTargetLayer(
+    detection_targets = DetectionTargetLayer(
         config.TRAIN_ROIS_PER_IMAGE, config.ROI_POSITIVE_RATIO, config.BBOX_STD_DEV, config.MASK_SHAPE,
         config.USE_MINI_MASK, name=PROPOSAL_TARGETS_LAYER,
-    )([rpn_rois, input_gt_class_ids, gt_boxes, input_gt_masks])
+    )
+    rois, target_class_ids, target_bbox, target_mask = detection_targets(
+        [rpn_rois, input_gt_class_ids, gt_boxes, input_gt_masks])
+    # The mask loss only looks at positive ROIs, which fill the first max_positive_rois slots; running the mask
+    # head on those slots alone gives the same loss and gradients as matterport's 200 ROIs at a third of the cost.
+    positive_slots = detection_targets.max_positive_rois
+    first_slots = FirstSlots(positive_slots, name="positive_roi_slots")
+    mask_rois, mask_class_ids, mask_targets = (
+        first_slots(rois), first_slots(target_class_ids), first_slots(target_mask))
 
     mrcnn_class_logits, mrcnn_class, mrcnn_bbox = fpn_classifier_graph(
         rois, mrcnn_feature_maps, input_image_meta, config.POOL_SIZE, config.NUM_CLASSES,
         train_bn=config.TRAIN_BN, fc_layers_size=config.FPN_CLASSIF_FC_LAYERS_SIZE)
     mrcnn_mask = build_fpn_mask_graph(
-        rois, mrcnn_feature_maps, input_image_meta, config.MASK_POOL_SIZE, config.NUM_CLASSES,
+        mask_rois, mrcnn_feature_maps, input_image_meta, config.MASK_POOL_SIZE, config.NUM_CLASSES,
         train_bn=config.TRAIN_BN, channels=config.MASK_HEAD_CHANNELS)
     output_rois = KL.Lambda(_identity, name=OUTPUT_ROIS)(rois)
 
@@ -189,7 +215,7 @@ def build_training_model(config: Config) -> TrainingModel:
         _loss_layer(losses.mrcnn_class_loss)(
             [target_class_ids, mrcnn_class_logits, active_class_ids]),
         _loss_layer(losses.mrcnn_bbox_loss)([target_bbox, target_class_ids, mrcnn_bbox]),
-        _loss_layer(losses.mrcnn_mask_loss)([target_mask, target_class_ids, mrcnn_mask]),
+        _loss_layer(losses.mrcnn_mask_loss)([mask_targets, mask_class_ids, mrcnn_mask]),
     ]
     outputs = [rpn_class_logits, rpn_class, rpn_bbox, mrcnn_class_logits, mrcnn_class, mrcnn_bbox, mrcnn_mask,
                rpn_rois, output_rois, *loss_outputs]

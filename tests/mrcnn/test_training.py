@@ -117,6 +117,8 @@ def test_step_without_gt_has_finite_losses_and_zero_box_mask_losses(training_mod
     assert all(math.isfinite(value) for value in logs.values())
     assert logs["rpn_bbox_loss"] == 0.0 and logs["mrcnn_bbox_loss"] == 0.0 and logs["mrcnn_mask_loss"] == 0.0
     assert logs["rpn_class_loss"] > 0.0
+    # The mask head runs on the slots that can hold positives only: int(32 * 0.33) = 10 of 32.
+    assert training_model.keras_model.get_layer("mrcnn_mask").output_shape[1] == 10
 
 
 def test_weight_decay_skips_batchnorm_gamma_beta(training_model):

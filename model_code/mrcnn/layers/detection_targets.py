@@ -57,6 +57,11 @@ class DetectionTargetLayer(keras.layers.Layer):
         self.mask_shape = [int(v) for v in mask_shape]
         self.use_mini_mask = bool(use_mini_mask)
 
+    @property
+    def max_positive_rois(self) -> int:
+        """Upper bound on positive ROIs per image; positives always occupy the first slots of the outputs."""
+        return max(int(self.train_rois_per_image * self.roi_positive_ratio), 1)
+
     def get_config(self) -> dict:
         config = super().get_config()
         config.update(
@@ -101,7 +106,7 @@ class DetectionTargetLayer(keras.layers.Layer):
 
         # Random sampling of the whole batch: the k largest random keys among the eligible proposals.
         keys = tf.random.uniform(tf.shape(positive))
-        max_positive = min(int(num_rois * self.roi_positive_ratio), num_proposals)
+        max_positive = min(self.max_positive_rois, num_proposals)
         max_negative = min(num_rois, num_proposals)
         positive_order = tf.math.top_k(tf.where(positive, keys, -1.0), k=max(max_positive, 1)).indices
         negative_order = tf.math.top_k(tf.where(negative, keys, -1.0), k=max_negative).indices
