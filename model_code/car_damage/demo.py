@@ -51,9 +51,10 @@ class TrainingSettings:
 
     backbone: str = "tiny"
     image_size: int = 256
-    epochs: int = 6
-    steps_per_epoch: int = 40
-    learning_rate: float = 0.01
+    epochs: int = 8
+    steps_per_epoch: int = 50
+    # 0.01 and above kill the tiny backbone's features within a few hundred steps (constant RPN scores).
+    learning_rate: float = 0.005
     label: str = DAMAGE_TYPE
 
     val_steps: int = 5

@@ -16,7 +16,7 @@ from PIL import Image
 from car_damage import demo, synth
 from car_damage.model_card import ModelCard
 
-TINY_ARGS = ["--n", "6", "--size", "128", "--image-size", "128", "--epochs", "1", "--steps", "2",
+TINY_ARGS = ["--n", "10", "--size", "128", "--image-size", "128", "--epochs", "1", "--steps", "2",
              "--held-out", "2", "--ready-timeout", "180"]
 
 
@@ -96,6 +96,7 @@ def _port_is_closed(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) != 0
 
 
+@pytest.mark.slow  # ~1.5-2.5 min on 2 shared cores: four TF processes (train, evaluate, 2 x service)
 def test_demo_end_to_end_at_a_tiny_size(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Generate, train 2 steps, evaluate, serve for real (nginx + gunicorn), query, stop; then again from cache."""
     pytest.importorskip("mrcnn.model")
