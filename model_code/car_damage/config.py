@@ -39,6 +39,9 @@ def make_config(base: type[Config] = DamageConfig, **overrides: Any) -> Config:
             raise ValueError(f"unknown Mask R-CNN config attribute {key!r}")
         if key in _ARRAY_ATTRIBUTES:
             value = np.asarray(value, dtype=np.float64)
+        elif callable(value) and not isinstance(value, type):
+            # A plain function stored on a class would become a bound method (BACKBONE, COMPUTE_BACKBONE_SHAPE).
+            value = staticmethod(value)
         attributes[key] = value
     subclass = type(f"{base.__name__}Custom", (base,), attributes)
     return subclass()

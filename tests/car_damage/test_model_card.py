@@ -71,3 +71,15 @@ def test_damage_type_from_filename(name, expected):
 
 def test_card_path_for():
     assert card_path_for("/m/mask_cnn_dent.h5").name == "mask_cnn_dent.json"
+
+
+def test_make_config_keeps_callables_unbound():
+    def shapes(image_shape):
+        return [[image_shape[0] // s, image_shape[1] // s] for s in (4, 8, 16, 32, 64)]
+
+    def backbone(image, stage5=True, train_bn=None):
+        return image
+
+    config = make_config(BACKBONE=backbone, COMPUTE_BACKBONE_SHAPE=shapes)
+    assert config.COMPUTE_BACKBONE_SHAPE((64, 128)) == [[16, 32], [8, 16], [4, 8], [2, 4], [1, 2]]
+    assert config.BACKBONE("x") == "x"
