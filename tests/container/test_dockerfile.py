@@ -158,7 +158,7 @@ def test_tensorflow_variants_come_from_pyproject_extras(dockerfile) -> None:
     build_args = dict(a.split("=", 1) for a in args_of(dockerfile, "ARG") if "=" in a)
     assert build_args["TF_VARIANT"] == "gpu"
     install = next(r for r in args_of(dockerfile, "RUN") if "pip install" in r)
-    assert '".[serve,${TF_VARIANT}]"' in install
+    assert '".[serve,eval,${TF_VARIANT}]"' in install
     assert {"flask", "gunicorn"} <= {re.split(r"[<>=\[ ]", d)[0] for d in extras["serve"]}
     assert "tensorflow[and-cuda]==2.21.*" in extras["gpu"]
     assert "tensorflow-cpu==2.21.*" in extras["cpu"]
