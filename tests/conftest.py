@@ -24,6 +24,22 @@ def require_shared(*parts: str) -> Path:
     return path
 
 
+def require_tool(name: str, path: str | Path | None = None) -> str:
+    """An external program the tests drive for real (nginx, hadolint): skipped when absent on a developer's
+    machine, a failure when REQUIRE_TOOLS=1 (CI installs them, so a missing one must not pass quietly)."""
+    import shutil
+
+    found = str(path) if path is not None and Path(path).exists() else shutil.which(name)
+    if found is None and name == "nginx" and Path("/usr/sbin/nginx").exists():
+        found = "/usr/sbin/nginx"
+    if found is None:
+        message = f"{name} is not installed"
+        if os.environ.get("REQUIRE_TOOLS") == "1":
+            pytest.fail(message + " (REQUIRE_TOOLS=1)")
+        pytest.skip(message)
+    return found
+
+
 @pytest.fixture(scope="session")
 def test_images_dir() -> Path:
     return require_shared("test_images")

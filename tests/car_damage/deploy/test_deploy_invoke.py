@@ -17,6 +17,8 @@ import pytest
 import requests
 from deploy_testlib import free_port
 
+from tests.conftest import require_tool
+
 REPO_ROOT = Path(__file__).resolve().parents[3]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -137,16 +139,11 @@ def test_container_url_saves_annotated_images_and_reports_errors(aws, recorder, 
 # --- the real service -------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def live_container(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+def live_container(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     """container/serve (nginx + gunicorn + the real predictor) on a free port with a tiny random model."""
     serve = REPO_ROOT / "container" / "serve"
-    if not serve.exists():
-        pytest.skip("container/serve has not landed yet")
-    pytest.importorskip("car_damage.inference", reason="DamagePredictor has not landed yet")
-    try:
-        model_dir = Path(request.getfixturevalue("tiny_model_dir"))
-    except pytest.FixtureLookupError:
-        pytest.skip("the tiny_model_dir fixture (tests/conftest.py) has not landed yet")
+    require_tool("nginx")
+    model_dir = Path(tiny_model_dir)
     port = free_port()
     logs = tmp_path_factory.mktemp("serve_logs")
     env = {**os.environ, "MODEL_DIR": str(model_dir), "SAGEMAKER_BIND_TO_PORT": str(port),
