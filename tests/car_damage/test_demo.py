@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import socket
 import sys
 from pathlib import Path
@@ -15,6 +14,8 @@ from PIL import Image
 
 from car_damage import demo, synth
 from car_damage.model_card import ModelCard
+from car_damage.response import validate_response
+from tests.conftest import require_tool
 
 TINY_ARGS = ["--n", "10", "--size", "128", "--image-size", "128", "--epochs", "1", "--steps", "2",
              "--held-out", "2", "--ready-timeout", "180"]
@@ -99,10 +100,7 @@ def _port_is_closed(port: int) -> bool:
 @pytest.mark.slow  # ~1.5-2.5 min on 2 shared cores: four TF processes (train, evaluate, 2 x service)
 def test_demo_end_to_end_at_a_tiny_size(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Generate, train 2 steps, evaluate, serve for real (nginx + gunicorn), query, stop; then again from cache."""
-    pytest.importorskip("mrcnn.model")
-    if shutil.which("nginx", path="/usr/sbin:/usr/local/sbin:/usr/bin") is None:
-        pytest.skip("nginx is not installed")
-    from car_damage.response import validate_response
+    require_tool("nginx")
 
     photos = tmp_path / "photos"
     photos.mkdir()
