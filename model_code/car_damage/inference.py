@@ -223,14 +223,17 @@ class DamagePredictor:
         options = options or InferenceOptions()
         selected = self._select(options)
 
-        detections, infos, inference_ms = [], [], 0.0
+        detections, infos, inference_ms, queue_ms = [], [], 0.0, 0.0
         for loaded in selected:
             threshold = loaded.default_min_score if options.min_score is None else options.min_score
             threshold = max(threshold, loaded.graph_min_score)
-            model_started = time.perf_counter()
+            waited = time.perf_counter()
             with self._lock:
+                # Model time only: waiting for other requests' model calls is reported as "queue".
+                model_started = time.perf_counter()
                 result = loaded.model.detect([rgb])[0]
-            inference_ms += (time.perf_counter() - model_started) * 1000
+                inference_ms += (time.perf_counter() - model_started) * 1000
+            queue_ms += (model_started - waited) * 1000
             keep = np.asarray(result["scores"]) >= threshold
             detections.append(ModelDetections(loaded.damage_type, loaded.class_names, result["rois"][keep],
                                               result["class_ids"][keep], result["scores"][keep],
@@ -238,7 +241,7 @@ class DamagePredictor:
             infos.append(loaded.info(threshold))
 
         post_started = time.perf_counter()
-        timings = {"inference": inference_ms, "postprocess": 0.0, "total": 0.0}
+        timings = {"queue": queue_ms, "inference": inference_ms, "postprocess": 0.0, "total": 0.0}
         if decode_ms is not None:
             timings["decode"] = decode_ms
         response = build_response(rgb.shape[:2], detections, infos, options, timings)

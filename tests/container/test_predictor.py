@@ -88,7 +88,7 @@ def test_every_raw_image_content_type_gives_a_valid_response(client, content_typ
     assert body["image"] == {"width": WIDTH, "height": HEIGHT}
     assert body["damage_count"] == len(body["damages"])
     assert response.headers[service.HEADER_DAMAGE_COUNT] == str(body["damage_count"])
-    assert set(body["timings_ms"]) == {"decode", "inference", "postprocess", "total"}
+    assert set(body["timings_ms"]) == {"decode", "queue", "inference", "postprocess", "total"}
     assert body["timings_ms"]["total"] >= body["timings_ms"]["decode"] + body["timings_ms"]["inference"] - 1e-6
 
 
