@@ -131,12 +131,9 @@ class MaskRCNN:
 
     def get_imagenet_weights(self) -> str:
         """Download (once) the ImageNet ResNet-50 weights matterport starts from; returns the local path."""
-        import tf_keras as keras
+        from mrcnn.download import download_imagenet_weights
 
-        url = ("https://github.com/fchollet/deep-learning-models/releases/download/v0.2/"
-               "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5")
-        return keras.utils.get_file("resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5", url,
-                                    cache_subdir="models", md5_hash="a268eb855778b3df3c7506639542a6af")
+        return download_imagenet_weights()
 
     # ------------------------------------------------------------------------------------------- inference
     def get_anchors(self, image_shape: Sequence[int]) -> np.ndarray:
@@ -198,13 +195,15 @@ class MaskRCNN:
 
     def train(self, train_dataset: Any, val_dataset: Any, learning_rate: float, epochs: int, layers: str,
               augmentation: Any = None, custom_callbacks: list | None = None,
-              no_augmentation_sources: list | None = None) -> Any:
+              no_augmentation_sources: list | None = None, verbose: int = 1, seed: int | None = None) -> Any:
+        """matterport's train(); ``verbose`` (Keras progress) and ``seed`` (reproducible sampling) are extras."""
         if self.mode != "training":
             raise ValueError("Create model in training mode.")
         from mrcnn.training import train
 
         return train(self, train_dataset, val_dataset, learning_rate, epochs, layers, augmentation=augmentation,
-                     custom_callbacks=custom_callbacks, no_augmentation_sources=no_augmentation_sources)
+                     custom_callbacks=custom_callbacks, no_augmentation_sources=no_augmentation_sources,
+                     verbose=verbose, seed=seed)
 
     # ------------------------------------------------------------------------------------------ inspection
     def get_trainable_layers(self) -> list:
