@@ -261,7 +261,7 @@ def test_unexpected_failure_is_500_without_traceback(real_predictor, caplog) -> 
     class Broken:
         damage_types = real_predictor.damage_types
 
-        def predict(self, rgb, options=None):
+        def predict(self, rgb, options=None, decode_ms=None):
             raise RuntimeError("secret internals")
 
         def annotate(self, rgb, response):
