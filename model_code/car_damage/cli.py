@@ -67,6 +67,8 @@ class TrainOptions:
     val_dir: Path | None = None
     #: Where evaluation JSON/plot and the loss curve are copied (default: next to the deliverable).
     report_dir: Path | None = None
+    #: Config attributes set last (``--config KEY=VALUE``), over the preset and the options above.
+    config_overrides: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not LABEL_PATTERN.match(self.label):
@@ -104,6 +106,7 @@ class TrainOptions:
             LEARNING_RATE=self.learning_rate, DETECTION_MIN_CONFIDENCE=self.min_confidence,
             IMAGES_PER_GPU=self.images_per_gpu,
         )
+        values.update(self.config_overrides)
         return make_config(**values)
 
 
@@ -213,6 +216,22 @@ def train_model(options: TrainOptions, callbacks_for: Callable[[Any], list] | No
 _USER_ERRORS = (ValueError, FileNotFoundError, PermissionError)
 
 
+def parse_config_override(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` -> (KEY, value); the value is read as a Python literal (numbers, tuples, True/None, quoted
+    strings), an unquoted word stays a string. The key is checked against Config by ``make_config``."""
+    import ast
+
+    key, sep, raw = text.partition("=")
+    key, raw = key.strip(), raw.strip()
+    if not sep or not key.isidentifier() or not raw:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. TRAIN_ROIS_PER_IMAGE=64), got {text!r}")
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        value = raw
+    return key, value
+
+
 def _csv(text: str) -> list[str]:
     items = [item.strip() for item in text.split(",") if item.strip()]
     if not items:
@@ -247,6 +266,9 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--drop-leaked-val", action="store_true",
                    help="leave val images that are byte-identical to train images out of validation")
     p.add_argument("--evaluate", action="store_true", help="evaluate on val at the end; metrics go to the card")
+    p.add_argument("--config", dest="config_overrides", type=parse_config_override, action="append", default=[],
+                   metavar="KEY=VALUE", help="set a Mask R-CNN config attribute (repeatable), e.g. "
+                   "--config TRAIN_ROIS_PER_IMAGE=64 --config RPN_ANCHOR_SCALES='(16, 32, 64, 128, 256)'")
     p.set_defaults(func=_run_train)
 
 
@@ -258,6 +280,7 @@ def _run_train(args: argparse.Namespace) -> int:
         image_size=args.image_size, learning_rate=args.learning_rate, augment=args.augment,
         min_confidence=args.min_confidence, images_per_gpu=args.images_per_gpu, out=args.out,
         coco_path=args.coco_path, drop_leaked_val=args.drop_leaked_val, evaluate=args.evaluate,
+        config_overrides=dict(args.config_overrides),
     )
     outcome = train_model(options)
     print(f"weights: {outcome.weights_path}")

@@ -38,6 +38,37 @@ def test_train_defaults_are_the_old_system():
     assert (two.NUM_CLASSES, two.IMAGE_MIN_DIM, two.IMAGE_MAX_DIM, two.TOP_DOWN_PYRAMID_SIZE) == (3, 128, 128, 32)
 
 
+def test_config_overrides_reach_the_config_last():
+    args = build_parser().parse_args([
+        "train", "--dataset", "data", "--weights", "none", "--backbone", "tiny", "--image-size", "128",
+        "--config", "TRAIN_ROIS_PER_IMAGE=64", "--config", "RPN_ANCHOR_RATIOS=(0.25, 1, 4)",
+        "--config", " DETECTION_MIN_CONFIDENCE = 0.3", "--config", "NAME=other"])
+    assert args.config_overrides == [("TRAIN_ROIS_PER_IMAGE", 64), ("RPN_ANCHOR_RATIOS", (0.25, 1, 4)),
+                                     ("DETECTION_MIN_CONFIDENCE", 0.3), ("NAME", "other")]
+    config = TrainOptions(dataset=Path("data"), backbone="tiny", image_size=128, min_confidence=0.9,
+                          config_overrides=dict(args.config_overrides)).config()
+    # Over the tiny preset (32 ROIs) and over the --min-confidence option; untouched keys keep their values.
+    assert (config.TRAIN_ROIS_PER_IMAGE, tuple(config.RPN_ANCHOR_RATIOS), config.DETECTION_MIN_CONFIDENCE) == (
+        64, (0.25, 1, 4), 0.3)
+    assert (config.NAME, config.IMAGE_MAX_DIM) == ("other", 128)
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--config", "NOT_A_SETTING=3"], "unknown Mask R-CNN config attribute 'NOT_A_SETTING'"),
+])
+def test_unknown_config_key_is_a_one_line_error(tmp_path, capsys, extra, message):
+    code = main(["train", "--dataset", str(tmp_path), "--weights", "none", "--backbone", "tiny",
+                 "--image-size", "128", *extra])
+    assert code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad", ["TRAIN_ROIS_PER_IMAGE", "=3", "TRAIN_ROIS_PER_IMAGE=", "two words=1"])
+def test_malformed_config_option_is_rejected_by_the_parser(bad, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        build_parser().parse_args(["train", "--dataset", "data", "--weights", "none", "--config", bad])
+    assert stopped.value.code == 2 and "KEY=VALUE" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(("extra", "message"), [
     (["--image-size", "100"], "multiple of 64"),
     (["--label", "a b"], "letters, digits"),
