@@ -23,8 +23,14 @@ KL = keras.layers
 STAGE4_IDENTITY_BLOCKS = {"resnet50": 5, "resnet101": 22}
 #: Prefix of every weighted layer of the tiny backbone.
 TINY_PREFIX = "tiny_"
-#: Output channels of the tiny backbone's C1..C5 convs.
-TINY_CHANNELS = (8, 16, 32, 64, 128)
+#: Output channels of the tiny backbone's C1..C5 levels.
+TINY_CHANNELS = (16, 32, 64, 128, 128)
+#: The molded image is mean-subtracted pixels (about +-128); the tiny net scales it to about +-1 first, because
+#: its random initial weights expect unit-scale inputs (raw pixels made its first steps diverge or die).
+TINY_INPUT_SCALE = 1.0 / 128.0
+#: Channels per group of the tiny backbone's group normalisation. Group norm normalises each image by itself,
+#: so it behaves the same in training and inference and needs no batch statistics (matterport freezes BN).
+TINY_CHANNELS_PER_GROUP = 8
 #: Keras defaults matterport's BatchNorm keeps (epsilon 1e-3, momentum 0.99).
 BN_EPSILON = 1e-3
 
@@ -43,9 +49,10 @@ def block_out_name(stage: int, block: str) -> str:
     return f"res{stage}{block}_out"
 
 
-def tiny_layer_name(level: int) -> str:
-    """Name of the tiny backbone's conv producing C<level>."""
-    return f"{TINY_PREFIX}c{level}"
+def tiny_layer_name(level: int, part: str = "") -> str:
+    """Name of a tiny backbone layer of level <level>: ``tiny_c3`` is the level's last conv, ``tiny_c3a`` its
+    strided conv, ``tiny_c3_gn`` / ``tiny_c3a_gn`` their group norms."""
+    return f"{TINY_PREFIX}c{level}{part}"
 
 
 def batch_norm(name: str) -> KL.BatchNormalization:
@@ -127,18 +134,30 @@ def resnet_graph(input_image: Any, architecture: str, stage5: bool = True, train
     return [c1, c2, c3, c4, c5]
 
 
+def _tiny_conv(x: Any, channels: int, stride: int, name: str) -> Any:
+    """3x3 conv -> group norm -> relu."""
+    x = KL.Conv2D(channels, (3, 3), strides=(stride, stride), padding="same", use_bias=False, name=name)(x)
+    groups = max(1, channels // TINY_CHANNELS_PER_GROUP)
+    x = KL.GroupNormalization(groups=groups, epsilon=BN_EPSILON, name=f"{name}_gn")(x)
+    return KL.Activation("relu", name=f"{name}_relu")(x)
+
+
 def tiny_graph(input_image: Any, train_bn: bool | None = False) -> list:
     """A small, fast conv net with the ResNet strides: C1 /2, C2 /4, C3 /8, C4 /16, C5 /32.
 
-    Each level is one strided 3x3 conv + relu. Meant for tests and CPU demos, not for accuracy.
-    ``train_bn`` is accepted for signature compatibility (the tiny net has no batch-norm).
+    The input is scaled to about unit range (a weightless layer), then C1 is one strided 3x3 conv and C2..C5 are
+    each a strided 3x3 conv followed by a 3x3 conv, every conv with group norm and relu. Meant for tests and CPU
+    demos. ``train_bn`` is accepted for signature compatibility (group norm has no batch statistics to freeze).
     """
     del train_bn
+    x = KL.Rescaling(TINY_INPUT_SCALE, name=f"{TINY_PREFIX}input_scale")(input_image)
     outputs = []
-    x = input_image
     for level, channels in enumerate(TINY_CHANNELS, start=1):
-        x = KL.Conv2D(channels, (3, 3), strides=(2, 2), padding="same", activation="relu",
-                      name=tiny_layer_name(level))(x)
+        if level > 1:
+            x = _tiny_conv(x, channels, 2, tiny_layer_name(level, "a"))
+            x = _tiny_conv(x, channels, 1, tiny_layer_name(level))
+        else:
+            x = _tiny_conv(x, channels, 2, tiny_layer_name(level))
         outputs.append(x)
     return outputs
 
