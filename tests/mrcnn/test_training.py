@@ -95,7 +95,8 @@ def test_set_trainable_recurses_into_rpn_model_and_time_distributed(training_mod
     assert not keras_model.get_layer("rpn_model").get_layer("rpn_conv_shared").trainable
 
     set_trainable(keras_model, "all")
-    assert len(keras_model.trainable_weights) == heads_count + 2 * 5  # + the 5 tiny backbone convs
+    # + the tiny backbone: 9 bias-free convs (C1 one, C2..C5 two each) and their 9 group norms (gamma, beta)
+    assert len(keras_model.trainable_weights) == heads_count + 9 + 2 * 9
 
 
 def test_step_without_gt_has_finite_losses_and_zero_box_mask_losses(training_model):
