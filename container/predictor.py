@@ -1,6 +1,6 @@
 """The Flask app behind nginx: SageMaker's inference contract for the car-damage model.
 
-Routes (see ``docs/parts/service.md``):
+Routes (see ``docs/service.md``):
 - ``GET /ping``: 200 with an empty body once the model is loaded and warmed up; 503 with a JSON reason before
   that, or for good when loading failed. It never waits on the model or on inference.
 - ``POST /invocations``: one image (raw bytes of any supported format, decoded by content, or JSON

@@ -43,7 +43,7 @@ SHARED_TEST_IMAGES = Path(os.environ.get("SHARED_DATA_DIR", REPO_ROOT.parent / "
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 #: The held-out mask mAP@0.5 the demo model is expected to reach on its own synthetic data.
 TARGET_MAP = 0.6
-#: Config settings of the demo model over the tiny preset (see docs/parts/bench_demo.md for the measurements).
+#: Config settings of the demo model over the tiny preset (see docs/benchmarks.md for the measurements).
 #: Anchors one octave larger than the preset's (the scratches' boxes are 28-86 px, sqrt of area, 5th-95th
 #: percentile: with 8..128 only 55% of them have an anchor at IoU >= 0.5, with 16..256 77%), and five times the
 #: proposals and twice the ROIs per training image, so the heads see positive ROIs from the first steps.

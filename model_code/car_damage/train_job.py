@@ -1,6 +1,6 @@
 """SageMaker training entry (``container/train`` runs ``python -m car_damage.train_job``).
 
-Contract (see docs/parts/training_cli.md):
+Contract (see docs/training.md):
 - hyperparameters: ``/opt/ml/input/config/hyperparameters.json``, every value a string; parsed strictly
   (``"3"`` is an int, ``"3.0"`` is not; booleans are true/false/1/0/yes/no); unknown names fail the job. Names
   are the CLI's (``steps-per-epoch`` or ``steps_per_epoch``); ``sagemaker_*`` and ``_tuning_objective_metric``
