@@ -10,7 +10,6 @@ to their ``bbox`` as a rectangle.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from car_damage.postprocess import mask_to_rle, rle_to_mask
-from car_damage.via import AnnotationFile, AnnotationFormatError, ImageEntry, Region
+from car_damage.via import AnnotationFile, AnnotationFormatError, ImageEntry, Region, read_annotation_json
 
 logger = logging.getLogger(__name__)
 
@@ -94,11 +93,7 @@ def parse_coco(data: Any, source: str = "<memory>") -> AnnotationFile:
 
 def load_coco(path: str | Path) -> AnnotationFile:
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
-    except json.JSONDecodeError as exc:
-        raise AnnotationFormatError(f"{path}: not valid JSON ({exc})") from exc
-    return parse_coco(data, str(path))
+    return parse_coco(read_annotation_json(path), str(path))
 
 
 def decode_rle(rle: Mapping[str, Any], height: int, width: int) -> np.ndarray:

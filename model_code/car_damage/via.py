@@ -195,13 +195,17 @@ def looks_like_via(data: Any) -> bool:
     return all(isinstance(v, Mapping) and "filename" in v for v in data.values())
 
 
-def load_via(path: str | Path) -> AnnotationFile:
-    path = Path(path)
+def read_annotation_json(path: Path) -> Any:
+    """The JSON of an annotation file (a UTF-8 BOM, as some Windows tools write, is accepted)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
+        return json.loads(path.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as exc:
         raise AnnotationFormatError(f"{path}: not valid JSON ({exc})") from exc
-    return parse_via(data, str(path))
+
+
+def load_via(path: str | Path) -> AnnotationFile:
+    path = Path(path)
+    return parse_via(read_annotation_json(path), str(path))
 
 
 # --- rasterisation --------------------------------------------------------------------------------------------
