@@ -47,9 +47,16 @@ case "$1 $2" in
 esac
 """
 
+# `get-login-password | docker login` starts both stubs at once: docker login reads its stdin BEFORE logging,
+# so its line always follows the aws line (which is written before the password is printed).
 DOCKER_STUB = r"""#!/usr/bin/env bash
+if [ "$1" = "login" ]; then
+  password="$(cat)"
+  echo "docker $*" >> "$STUB_LOG"
+  echo "docker login stdin: $password" >> "$STUB_LOG"
+  exit 0
+fi
 echo "docker $*" >> "$STUB_LOG"
-if [ "$1" = "login" ]; then echo "docker login stdin: $(cat)" >> "$STUB_LOG"; fi
 exit 0
 """
 
