@@ -69,6 +69,8 @@ class TrainOptions:
     report_dir: Path | None = None
     #: Config attributes set last (``--config KEY=VALUE``), over the preset and the options above.
     config_overrides: dict[str, Any] = field(default_factory=dict)
+    #: Seeds Python, NumPy and TensorFlow (initial weights, sampling, augmentation): a repeatable run.
+    seed: int | None = None
 
     def __post_init__(self) -> None:
         if not LABEL_PATTERN.match(self.label):
@@ -169,6 +171,10 @@ def train_model(options: TrainOptions, callbacks_for: Callable[[Any], list] | No
     from mrcnn.weights import save_weights
 
     options.logs.mkdir(parents=True, exist_ok=True)
+    if options.seed is not None:
+        from mrcnn.training import seed_everything
+
+        seed_everything(options.seed)  # before the model exists, so its initial weights repeat
     model = MaskRCNN(mode="training", config=config, model_dir=str(options.logs))
     initialise_weights(model, options.weights, coco_path=options.coco_path)
     if stop_requested is not None and stop_requested():
@@ -180,10 +186,10 @@ def train_model(options: TrainOptions, callbacks_for: Callable[[Any], list] | No
         if options.augment:
             from mrcnn.data.augment import Augmenter
 
-            augmentation = Augmenter()
+            augmentation = Augmenter(seed=options.seed)
         model.train(train_set, val_set, learning_rate=options.learning_rate, epochs=options.epochs,
                     layers=options.layers, augmentation=augmentation,
-                    custom_callbacks=callbacks_for(model) if callbacks_for else None)
+                    custom_callbacks=callbacks_for(model) if callbacks_for else None, seed=options.seed)
     out_dir = Path(options.out) if options.out else Path(model.log_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     report_dir = Path(options.report_dir) if options.report_dir else out_dir
@@ -269,6 +275,7 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--config", dest="config_overrides", type=parse_config_override, action="append", default=[],
                    metavar="KEY=VALUE", help="set a Mask R-CNN config attribute (repeatable), e.g. "
                    "--config TRAIN_ROIS_PER_IMAGE=64 --config RPN_ANCHOR_SCALES='(16, 32, 64, 128, 256)'")
+    p.add_argument("--seed", type=int, help="seed initial weights, sampling and augmentation (a repeatable run)")
     p.set_defaults(func=_run_train)
 
 
@@ -280,7 +287,7 @@ def _run_train(args: argparse.Namespace) -> int:
         image_size=args.image_size, learning_rate=args.learning_rate, augment=args.augment,
         min_confidence=args.min_confidence, images_per_gpu=args.images_per_gpu, out=args.out,
         coco_path=args.coco_path, drop_leaked_val=args.drop_leaked_val, evaluate=args.evaluate,
-        config_overrides=dict(args.config_overrides),
+        config_overrides=dict(args.config_overrides), seed=args.seed,
     )
     outcome = train_model(options)
     print(f"weights: {outcome.weights_path}")

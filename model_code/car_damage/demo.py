@@ -47,9 +47,11 @@ TARGET_MAP = 0.6
 #: Anchors one octave larger than the preset's (the scratches' boxes are 28-86 px, sqrt of area, 5th-95th
 #: percentile: with 8..128 only 55% of them have an anchor at IoU >= 0.5, with 16..256 77%), and five times the
 #: proposals and twice the ROIs per training image, so the heads see positive ROIs from the first steps.
+#: Adam with a cosine decay trains the random-weight model in 12 x 100 steps to a held-out mAP@0.5 that SGD
+#: (0.01, constant) did not reach reliably in 20 x 100: 0.82-0.84 against 0.29-0.67 over seeds.
 DEMO_CONFIG: tuple[str, ...] = (
     "RPN_ANCHOR_SCALES=(16, 32, 64, 128, 256)", "PRE_NMS_LIMIT=2000", "POST_NMS_ROIS_TRAINING=1000",
-    "TRAIN_ROIS_PER_IMAGE=64",
+    "TRAIN_ROIS_PER_IMAGE=64", "OPTIMIZER=ADAM", "LEARNING_RATE_SCHEDULE=cosine",
 )
 
 
@@ -59,11 +61,13 @@ class TrainingSettings:
 
     backbone: str = "tiny"
     image_size: int = 256
-    epochs: int = 20
+    epochs: int = 12
     steps_per_epoch: int = 100
-    # The tiny backbone's input scaling and group norm keep 0.01 stable (before them 0.01 killed its features).
-    learning_rate: float = 0.01
+    #: Adam's usual rate; the cosine schedule (DEMO_CONFIG) takes it to 0 by the last step.
+    learning_rate: float = 0.001
     label: str = DAMAGE_TYPE
+    #: Seeds initial weights, image order and ROI sampling: the demo model is the same on every machine.
+    seed: int = 0
 
     val_steps: int = 5
     min_confidence: float = 0.5
@@ -78,7 +82,7 @@ class TrainingSettings:
             "--epochs", str(self.epochs), "--steps-per-epoch", str(self.steps_per_epoch),
             "--val-steps", str(self.val_steps), "--learning-rate", str(self.learning_rate),
             "--min-confidence", str(self.min_confidence), "--label", self.label, "--attribute", attribute,
-            "--logs", str(logs), "--out", str(out),
+            "--logs", str(logs), "--out", str(out), "--seed", str(self.seed),
         ] + [part for setting in self.config for part in ("--config", setting)]
 
 
@@ -387,7 +391,7 @@ def run_serve(args: argparse.Namespace) -> int:
 def settings_from_args(args: argparse.Namespace) -> DemoSettings:
     data = synth.SynthSettings(n=args.n, height=args.size, width=args.size, seed=args.seed)
     training = TrainingSettings(image_size=args.image_size, epochs=args.epochs, steps_per_epoch=args.steps,
-                                learning_rate=args.learning_rate)
+                                learning_rate=args.learning_rate, seed=args.seed)
     return DemoSettings(data=data, training=training)
 
 
@@ -403,7 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--held-out", type=int, default=4, help="held-out synthetic images to send")
     parser.add_argument("--n", type=int, default=data.n, help="synthetic images (train + val)")
     parser.add_argument("--size", type=int, default=data.height, help="synthetic image side in pixels")
-    parser.add_argument("--seed", type=int, default=data.seed)
+    parser.add_argument("--seed", type=int, default=data.seed, help="seeds the synthetic data and the training")
     parser.add_argument("--image-size", type=int, default=training.image_size, help="model input size")
     parser.add_argument("--epochs", type=int, default=training.epochs)
     parser.add_argument("--steps", type=int, default=training.steps_per_epoch, help="steps per epoch")

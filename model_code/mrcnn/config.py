@@ -26,6 +26,10 @@ LOSS_NAMES = ("rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss", "mrcnn_bbox
 NAMED_BACKBONES = ("resnet50", "resnet101", "tiny")
 
 RESIZE_MODES = ("none", "square", "pad64", "crop")
+#: Optimizers the training loop can build (``OPTIMIZER``); SGD with momentum is matterport's.
+OPTIMIZERS = ("SGD", "ADAM")
+#: Learning-rate schedules over one ``train()`` call (``LEARNING_RATE_SCHEDULE``).
+LR_SCHEDULES = ("constant", "cosine")
 
 
 class Config:
@@ -94,6 +98,12 @@ class Config:
     RPN_CONV_CHANNELS = 512
     #: Channels of the mask head convs and deconv (matterport hard-codes 256).
     MASK_HEAD_CHANNELS = 256
+    #: "SGD" (matterport: momentum LEARNING_MOMENTUM) or "ADAM" (beta_1 LEARNING_MOMENTUM), which trains a
+    #: network from random weights in far fewer steps; both clip the global gradient norm.
+    OPTIMIZER = "SGD"
+    #: "constant" (matterport) or "cosine": decay LEARNING_RATE to 0 over the steps of each train() call, which
+    #: settles the weights at the end of a short run instead of leaving them at the last noisy step.
+    LEARNING_RATE_SCHEDULE = "constant"
 
     def __init__(self) -> None:
         self.BATCH_SIZE = self.IMAGES_PER_GPU * self.GPU_COUNT
@@ -120,6 +130,11 @@ class Config:
             raise ValueError("IMAGES_PER_GPU and GPU_COUNT must be >= 1")
         if len(self.RPN_ANCHOR_SCALES) != len(self.BACKBONE_STRIDES):
             raise ValueError("RPN_ANCHOR_SCALES needs one scale per entry of BACKBONE_STRIDES")
+        if self.OPTIMIZER not in OPTIMIZERS:
+            raise ValueError(f"OPTIMIZER must be one of {OPTIMIZERS}, got {self.OPTIMIZER!r}")
+        if self.LEARNING_RATE_SCHEDULE not in LR_SCHEDULES:
+            raise ValueError(f"LEARNING_RATE_SCHEDULE must be one of {LR_SCHEDULES}, got "
+                             f"{self.LEARNING_RATE_SCHEDULE!r}")
         unknown = set(self.LOSS_WEIGHTS) - set(LOSS_NAMES)
         if unknown:
             raise ValueError(f"LOSS_WEIGHTS has unknown keys {sorted(unknown)}; known: {LOSS_NAMES}")

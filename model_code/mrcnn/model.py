@@ -188,10 +188,11 @@ class MaskRCNN:
         return results
 
     # -------------------------------------------------------------------------------------------- training
-    def compile(self, learning_rate: float, momentum: float) -> None:
+    def compile(self, learning_rate: float, momentum: float, total_steps: int | None = None) -> None:
+        """matterport's compile(); ``total_steps`` is needed by a "cosine" LEARNING_RATE_SCHEDULE."""
         from mrcnn.training import compile_model
 
-        compile_model(self, learning_rate, momentum)
+        compile_model(self, learning_rate, momentum, total_steps)
 
     def train(self, train_dataset: Any, val_dataset: Any, learning_rate: float, epochs: int, layers: str,
               augmentation: Any = None, custom_callbacks: list | None = None,

@@ -6,7 +6,8 @@
 
 * ``layers``: a preset name of ``LAYER_PRESETS`` or a regex matched with ``re.fullmatch`` against layer
   names, recursing into nested models (``rpn_model``) and into the layer a TimeDistributed wraps;
-* SGD with momentum, gradient clipping at GRADIENT_CLIP_NORM over the global gradient norm (Keras 2.1's
+* SGD with momentum (or Adam, ``OPTIMIZER``; a constant rate or a cosine decay over the run,
+  ``LEARNING_RATE_SCHEDULE``), gradient clipping at GRADIENT_CLIP_NORM over the global gradient norm (Keras 2.1's
   ``clipnorm``, which matterport used, clipped the global norm), L2 weight decay in the training model;
 * after every epoch ``<log_dir>/mask_rcnn_<name>_<epoch:04d>.h5`` in matterport's layout;
 * ``epochs`` is the absolute final epoch; training resumes from ``model.epoch`` and sets it afterwards.
@@ -19,14 +20,16 @@ import json
 import logging
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import tensorflow as tf
 import tf_keras as keras
 
 from mrcnn.config import LOSS_NAMES
 from mrcnn.data.augment import AugmentFn
-from mrcnn.data.pipeline import make_dataset
+from mrcnn.data.pipeline import BatchFeed, TrainingBatches
 
 logger = logging.getLogger(__name__)
 
@@ -94,13 +97,47 @@ def set_trainable(keras_model: keras.Model, layer_regex: str) -> list[str]:
     return trainable_names
 
 
-def compile_model(model: Any, learning_rate: float, momentum: float) -> None:
-    """Compile the training model with SGD(momentum) and global-norm clipping (matterport's compile)."""
+def seed_everything(seed: int) -> None:
+    """Make a training run repeatable: seed Python, NumPy and TensorFlow, and use TensorFlow's deterministic
+    kernels (without them multi-threaded CPU reductions differ in the last bits from run to run, and a
+    long run drifts apart). Call it before the model is built so the initial weights repeat too; pass the
+    same ``seed`` to ``train()`` for the image order and sampling. Deterministic kernels stay on for the
+    rest of the process (TensorFlow has no public switch back)."""
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def make_optimizer(name: str, learning_rate: float, momentum: float, clip_norm: float,
+                   decay_steps: int | None = None) -> keras.optimizers.Optimizer:
+    """``OPTIMIZER`` -> a Keras optimizer clipping the global gradient norm at ``clip_norm``.
+
+    "SGD" is matterport's (momentum ``momentum``); "ADAM" uses ``momentum`` as beta_1 (0.9 is Adam's default).
+    ``decay_steps``: decay the rate from ``learning_rate`` to 0 along a cosine over that many steps.
+    """
     if learning_rate <= 0:
         raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
-    optimizer = keras.optimizers.SGD(
-        learning_rate=learning_rate, momentum=momentum, global_clipnorm=model.config.GRADIENT_CLIP_NORM
-    )
+    rate: float | keras.optimizers.schedules.LearningRateSchedule = learning_rate
+    if decay_steps is not None:
+        if decay_steps < 1:
+            raise ValueError(f"decay_steps must be >= 1, got {decay_steps}")
+        rate = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps)
+    if name == "SGD":
+        return keras.optimizers.SGD(learning_rate=rate, momentum=momentum, global_clipnorm=clip_norm)
+    if name == "ADAM":
+        return keras.optimizers.Adam(learning_rate=rate, beta_1=momentum, global_clipnorm=clip_norm)
+    raise ValueError(f"unknown optimizer {name!r}; expected SGD or ADAM")
+
+
+def compile_model(model: Any, learning_rate: float, momentum: float, total_steps: int | None = None) -> None:
+    """Compile the training model with ``config.OPTIMIZER`` and global-norm clipping (matterport's compile).
+
+    ``total_steps`` (the steps this run will take) is where a "cosine" ``LEARNING_RATE_SCHEDULE`` reaches 0.
+    """
+    config = model.config
+    decay_steps = total_steps if config.LEARNING_RATE_SCHEDULE == "cosine" else None
+    if config.LEARNING_RATE_SCHEDULE == "cosine" and total_steps is None:
+        raise ValueError("a cosine LEARNING_RATE_SCHEDULE needs the run's total_steps")
+    optimizer = make_optimizer(config.OPTIMIZER, learning_rate, momentum, config.GRADIENT_CLIP_NORM, decay_steps)
     model.keras_model.compile(optimizer=optimizer)
 
 
@@ -117,9 +154,10 @@ class MatterportCheckpoint(keras.callbacks.Callback):
         from mrcnn.weights import save_weights
 
         path = self.path_template.format(epoch=epoch + 1)
+        started = time.perf_counter()
         save_weights(self.keras_model, path)
         self.saved.append(path)
-        logger.info("saved checkpoint %s", path)
+        logger.info("saved checkpoint %s in %.2fs", path, time.perf_counter() - started)
 
 
 class LossHistory(keras.callbacks.Callback):
@@ -192,11 +230,14 @@ def train(
         return TrainingRun(model.log_dir, [], {})
     os.makedirs(model.log_dir, exist_ok=True)
 
-    train_data = make_dataset(train_dataset, config, shuffle=True, augmentation=augmentation,
-                              no_augmentation_sources=no_augmentation_sources, seed=seed)
-    val_data = None
+    # Batches are built by background threads (BatchFeed) and handed to the compiled steps; fit() iterates a
+    # placeholder stream that only counts the steps.
+    train_batches = TrainingBatches(train_dataset, config, shuffle=True, augmentation=augmentation,
+                                    no_augmentation_sources=no_augmentation_sources, seed=seed)
+    val_batches = None
     if val_dataset is not None:
-        val_data = make_dataset(val_dataset, config, shuffle=True, seed=None if seed is None else seed + 1)
+        val_batches = TrainingBatches(val_dataset, config, shuffle=True, seed=None if seed is None else seed + 1)
+    placeholder = tf.data.Dataset.from_tensors(0).repeat()
 
     checkpoint = MatterportCheckpoint(model.keras_model, model.checkpoint_path)
     history = LossHistory()
@@ -210,20 +251,28 @@ def train(
     logger.info("Checkpoint Path: %s", model.checkpoint_path)
     trainable = set_trainable(model.keras_model, layer_regex)
     logger.info("%d trainable layers for layers=%r", len(trainable), layers)
-    compile_model(model, learning_rate, config.LEARNING_MOMENTUM)
+    total_steps = (int(epochs) - model.epoch) * config.STEPS_PER_EPOCH
+    compile_model(model, learning_rate, config.LEARNING_MOMENTUM, total_steps)
 
+    train_feed = BatchFeed(train_batches)
+    val_feed = BatchFeed(val_batches) if val_batches is not None else None
+    model.keras_model.use_batch_feeds(train_feed, val_feed)
     try:
         model.keras_model.fit(
-            train_data,
+            placeholder,
             initial_epoch=model.epoch,
             epochs=int(epochs),
             steps_per_epoch=config.STEPS_PER_EPOCH,
-            validation_data=val_data,
-            validation_steps=config.VALIDATION_STEPS if val_data is not None else None,
+            validation_data=placeholder if val_feed is not None else None,
+            validation_steps=config.VALIDATION_STEPS if val_feed is not None else None,
             callbacks=callbacks,
             verbose=verbose,
         )
     finally:
+        model.keras_model.use_batch_feeds()
+        train_feed.close()
+        if val_feed is not None:
+            val_feed.close()
         # Whatever happened, keep the epochs that completed and write the record of the run.
         if checkpoint.saved:
             model.epoch = max(model.epoch, _epoch_of(checkpoint.saved[-1]))

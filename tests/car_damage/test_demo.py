@@ -27,6 +27,7 @@ def test_cache_key_follows_every_setting() -> None:
     assert base.cache_key() != demo.DemoSettings(data=synth.SynthSettings(seed=1)).cache_key()
     assert base.cache_key() != demo.DemoSettings(training=demo.TrainingSettings(epochs=7)).cache_key()
     assert base.cache_key() != demo.DemoSettings(training=demo.TrainingSettings(learning_rate=0.02)).cache_key()
+    assert base.cache_key() != demo.DemoSettings(training=demo.TrainingSettings(seed=3)).cache_key()
 
 
 def test_training_command_is_the_documented_cli(tmp_path: Path) -> None:
@@ -38,6 +39,14 @@ def test_training_command_is_the_documented_cli(tmp_path: Path) -> None:
     assert pairs["--backbone"] == "tiny" and pairs["--image-size"] == "128" and pairs["--attribute"] == "damage"
     assert pairs["--epochs"] == "3" and pairs["--steps-per-epoch"] == "5" and pairs["--label"] == "scratch"
     assert pairs["--dataset"] == str(tmp_path / "d") and pairs["--out"] == str(tmp_path / "m")
+    assert pairs["--seed"] == "0"  # a repeatable model: the same on every machine
+    configs = [command[i + 1] for i, part in enumerate(command) if part == "--config"]
+    assert "OPTIMIZER=ADAM" in configs and "LEARNING_RATE_SCHEDULE=cosine" in configs
+
+
+def test_seed_option_seeds_data_and_training() -> None:
+    settings = demo.settings_from_args(demo.build_parser().parse_args(["--seed", "7"]))
+    assert settings.data.seed == 7 and settings.training.seed == 7
 
 
 @pytest.mark.parametrize(

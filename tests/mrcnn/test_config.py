@@ -63,6 +63,7 @@ def test_display_lists_sorted_attributes(capsys):
         ({"BACKBONE": "vgg16"}, "BACKBONE"),
         ({"NUM_CLASSES": 0}, "NUM_CLASSES"),
         ({"LOSS_WEIGHTS": {"rpn_loss": 1.0}}, "LOSS_WEIGHTS"),
+        ({"OPTIMIZER": "adamw"}, "OPTIMIZER must be one of"),
         ({"BACKBONE": staticmethod(lambda image, stage5, train_bn: None)}, "COMPUTE_BACKBONE_SHAPE"),
     ],
 )

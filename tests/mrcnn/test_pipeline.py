@@ -94,6 +94,31 @@ def test_load_errors_are_logged_with_the_image_and_then_raised(caplog):
         next(broken)
 
 
+def test_batch_feed_keeps_the_order_and_hands_producer_errors_to_the_consumer():
+    from mrcnn.data.pipeline import BatchFeed, SampleLoadError, TrainingBatches
+
+    config = tiny_config()
+    direct = iter(TrainingBatches(BoxesDataset(RECTS), config, seed=3))
+    expected = [next(direct) for _ in range(5)]
+    with BatchFeed(TrainingBatches(BoxesDataset(RECTS), config, seed=3), prefetch=2) as feed:
+        fed = [feed.next_batch() for _ in range(5)]
+    for want, got in zip(expected, fed, strict=True):  # the same seeded sequence, array for array
+        assert all(np.array_equal(a, b) for a, b in zip(want, got, strict=True))
+    assert not feed._thread.is_alive()  # close() stopped the producer waiting on its full queue
+
+    broken = BatchFeed(TrainingBatches(BoxesDataset(RECTS, fail_ids={0, 1}), config, seed=0, max_errors=3))
+    for _ in range(2):  # raised where the training loop asks, and again on a later call (never a hang)
+        with pytest.raises(SampleLoadError, match="synthetic"):
+            broken.next_batch()
+    broken.close()
+    closed = BatchFeed(TrainingBatches(BoxesDataset(RECTS), config, seed=0))
+    closed.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        closed.next_batch()
+    with pytest.raises(ValueError, match="prefetch"):
+        BatchFeed(TrainingBatches(BoxesDataset(RECTS), config), prefetch=0)
+
+
 def test_dataset_without_instances_is_an_error_not_a_hang():
     from mrcnn.data.pipeline import TrainingBatches
 

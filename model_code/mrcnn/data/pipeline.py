@@ -1,4 +1,4 @@
-"""Training input pipeline: load, resize, augment, build targets, batch; served through tf.data with prefetch.
+"""Training input pipeline: load, resize, augment, build targets, batch; prefetched by a background thread.
 
 Shape shorthand (one batch, the inputs of the training model in matterport's order):
     images        [B, H, W, 3] float32, molded (mean pixel subtracted)
@@ -15,6 +15,8 @@ and raises after 5 as well). Images without any instance are skipped, as in matt
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -256,7 +258,11 @@ def make_dataset(
     seed: int | None = None,
     prefetch: int = 4,
 ) -> tf.data.Dataset:
-    """tf.data pipeline of training batches ``(inputs,)``; batches are built ahead of the training step."""
+    """tf.data pipeline of training batches ``(inputs,)``; batches are built ahead of the training step.
+
+    For ``tf.data`` users; ``mrcnn.training`` feeds its step from a ``BatchFeed``, which is faster (the
+    ``from_generator`` stream doubled the step time of a small model on 2 CPU cores).
+    """
     batches = TrainingBatches(dataset, config, shuffle, augmentation, no_augmentation_sources, seed)
     signature = batch_signature(config, batches.anchors.shape[0])
 
@@ -265,3 +271,70 @@ def make_dataset(
             yield (arrays,)
 
     return tf.data.Dataset.from_generator(generate, output_signature=(signature,)).prefetch(prefetch)
+
+
+class BatchFeed:
+    """``TrainingBatches`` built ahead by a background thread into a bounded queue (``prefetch`` batches).
+
+    The training loop takes batches with ``next_batch()`` and passes them to the compiled step as tensors.
+    Measured on 2 CPU cores (docs/benchmarks.md), this halves the step time of the demo model against
+    ``make_dataset`` (tf.data ``from_generator``): the step itself runs as fast as on in-memory data.
+    An error of the producer (``SampleLoadError``, a dataset without instances) is raised by the next
+    ``next_batch()`` call, and by every later one. ``close()`` stops the thread; use it as a context manager.
+    """
+
+    _POLL_SECONDS = 0.1
+
+    def __init__(self, batches: TrainingBatches, prefetch: int = 4) -> None:
+        if prefetch < 1:
+            raise ValueError(f"prefetch must be >= 1, got {prefetch}")
+        self._batches = batches
+        self._queue: queue.Queue = queue.Queue(maxsize=prefetch)
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._produce, name="mrcnn-batch-feed", daemon=True)
+        self._thread.start()
+
+    def _produce(self) -> None:
+        try:
+            for batch in self._batches:
+                if not self._offer(batch):
+                    return
+        except BaseException as exc:  # handed to the consumer, which raises it in the training loop
+            self._offer(exc)
+
+    def _offer(self, item: object) -> bool:
+        """Put ``item`` unless the feed is closed meanwhile (then False)."""
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=self._POLL_SECONDS)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def next_batch(self) -> Batch:
+        if self._error is not None:
+            raise self._error
+        if self._stop.is_set():
+            raise RuntimeError("the batch feed is closed")
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            self._error = item
+            raise item
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        while True:  # unblock a producer waiting on a full queue
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        self._thread.join(timeout=10)
+
+    def __enter__(self) -> BatchFeed:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
