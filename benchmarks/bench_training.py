@@ -2,10 +2,13 @@
 
 Cases: ResNet-101 at 1024 px and ResNet-50 at 512 px, 1 image per step, layers "heads" (the old system's
 default) and "all". Data: synthetic 1024x768 photos with 3 rectangular instances each, served by the real
-input pipeline (resize, RPN targets, mini masks, tf.data prefetch), so a step is what ``MaskRCNN.train``
-runs. The first step (graph tracing) is reported separately; the rest are averaged.
+input pipeline (resize, RPN targets, mini masks, built ahead by the ``BatchFeed`` thread), so a step is what
+``MaskRCNN.train`` runs; ``--input tf.data`` serves the same batches through ``make_dataset`` (tf.data
+``from_generator``) instead, for comparison. The first step (graph tracing) is reported separately; the rest
+are averaged.
 
-    .venv/bin/python benchmarks/bench_training.py --steps 5 --threads 2 [--device cpu|gpu] [--json out.json]
+    .venv/bin/python benchmarks/bench_training.py --steps 5 --threads 2 [--device cpu|gpu] [--input feed|tf.data]
+        [--json out.json]
 """
 
 from __future__ import annotations
@@ -84,7 +87,10 @@ class StepTimer:
         self.callback = _Callback()
 
 
-def run_case(backbone: str, size: int, layers: str, steps: int) -> dict:
+def run_case(backbone: str, size: int, layers: str, steps: int, input_kind: str = "feed") -> dict:
+    import tensorflow as tf
+
+    from mrcnn.data.pipeline import BatchFeed, TrainingBatches
     from mrcnn.data.pipeline import make_dataset as make_batches
     from mrcnn.training import compile_model, set_trainable
     from mrcnn.training_graph import build_training_model
@@ -97,13 +103,25 @@ def run_case(backbone: str, size: int, layers: str, steps: int) -> dict:
     set_trainable(keras_model, layers)
     compile_model(holder, learning_rate=0.001, momentum=0.9)
     timer = StepTimer()
-    data = make_batches(make_dataset(), config, seed=0)
-    keras_model.fit(data, steps_per_epoch=steps + 1, epochs=1, verbose=0, callbacks=[timer.callback])
+    feed = None
+    if input_kind == "feed":  # as mrcnn.training.train: a background thread builds, the step takes tensors
+        feed = BatchFeed(TrainingBatches(make_dataset(), config, seed=0))
+        keras_model.use_batch_feeds(feed)
+        data = tf.data.Dataset.from_tensors(0).repeat()
+    else:
+        data = make_batches(make_dataset(), config, seed=0)
+    try:
+        keras_model.fit(data, steps_per_epoch=steps + 1, epochs=1, verbose=0, callbacks=[timer.callback])
+    finally:
+        if feed is not None:
+            keras_model.use_batch_feeds()
+            feed.close()
     first, rest = timer.times[0], timer.times[1:]
     return {
         "backbone": backbone,
         "image_size": size,
         "layers": layers,
+        "input": input_kind,
         "build_s": round(build_s, 2),
         "first_step_s": round(first, 3),
         "steps_timed": len(rest),
@@ -121,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layers", choices=LAYER_CHOICES, nargs="+", default=list(LAYER_CHOICES))
     parser.add_argument("--cases", nargs="+", default=[f"{b}@{s}" for b, s in CASES],
                         help="backbone@size entries, e.g. resnet50@512")
+    parser.add_argument("--input", choices=("feed", "tf.data"), default="feed",
+                        help="batches from the BatchFeed thread (as training) or through tf.data from_generator")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
     if args.steps < 1:
@@ -145,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     for case in args.cases:
         backbone, _, size = case.partition("@")
         for layers in args.layers:
-            result = run_case(backbone, int(size), layers, args.steps)
+            result = run_case(backbone, int(size), layers, args.steps, args.input)
             result.update(device=device_name, threads=args.threads if args.device == "cpu" else None)
             results.append(result)
             print(json.dumps(result), flush=True)
