@@ -140,3 +140,17 @@ def test_demo_end_to_end_at_a_tiny_size(tmp_path: Path, capsys: pytest.CaptureFi
     again = capsys.readouterr().out
     assert "Using the cached demo model" in again and "Training the demo model" not in again
     assert f"mAP@0.5: {map50:.3f}" in again
+
+
+def test_run_logged_keeps_json_and_dent_warnings_off_the_screen_but_in_the_log(tmp_path: Path, capfd) -> None:
+    script = ("print('summary line'); print('W: region dropped (dent)'); "
+              "import json; print(json.dumps({'map50': 0.9, 'curve': [1, 2]}, indent=2))")
+    log = tmp_path / "step.log"
+    demo._run_logged([sys.executable, "-c", script], log, "step", hide_json=True)
+    shown = capfd.readouterr().out.split("\n", 1)[1]  # after the echoed command line
+    assert "summary line" in shown and "map50" not in shown and "region dropped" not in shown
+    assert "1 warnings about dent regions" in shown
+    logged = log.read_text()
+    assert '"map50": 0.9' in logged and "region dropped" in logged
+    with pytest.raises(RuntimeError, match="boom failed"):
+        demo._run_logged([sys.executable, "-c", "raise SystemExit(3)"], log, "boom")
