@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from mrcnn.dataset import Dataset
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -48,6 +51,36 @@ def test_images_dir() -> Path:
 @pytest.fixture(scope="session")
 def seed_scratch_dir() -> Path:
     return require_shared("seed_scratch")
+
+
+class RectanglesDataset(Dataset):
+    """Synthetic images (``shape`` [H, W]) with bright rectangles (y1, x1, y2, x2) as instances of one class;
+    ``fail_ids`` raise in load_image (a broken file)."""
+
+    def __init__(self, rects_per_image, shape=(96, 160), background=60, foreground=220, fail_ids=(),
+                 source="shapes"):
+        super().__init__()
+        self.shape, self.background, self.foreground = tuple(shape), background, foreground
+        self.fail_ids = set(fail_ids)
+        self.add_class(source, 1, "damage")
+        for i, rects in enumerate(rects_per_image):
+            self.add_image(source, image_id=i, path=f"synthetic/{i}.png", rects=rects)
+        self.prepare()
+
+    def load_image(self, image_id):
+        if image_id in self.fail_ids:
+            raise OSError(f"cannot read synthetic/{image_id}.png")
+        image = np.full([*self.shape, 3], self.background, np.uint8)
+        for y1, x1, y2, x2 in self.image_info[image_id]["rects"]:
+            image[y1:y2, x1:x2] = self.foreground
+        return image
+
+    def load_mask(self, image_id):
+        rects = self.image_info[image_id]["rects"]
+        masks = np.zeros([*self.shape, len(rects)], bool)
+        for i, (y1, x1, y2, x2) in enumerate(rects):
+            masks[y1:y2, x1:x2, i] = True
+        return masks, np.ones([len(rects)], np.int32)
 
 
 def tiny_config(**overrides):

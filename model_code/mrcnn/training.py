@@ -27,7 +27,7 @@ from typing import Any
 import tensorflow as tf
 import tf_keras as keras
 
-from mrcnn.config import LOSS_NAMES
+from mrcnn.config import LOSS_NAMES, OPTIMIZERS
 from mrcnn.data.augment import AugmentFn
 from mrcnn.data.pipeline import BatchFeed, TrainingBatches
 
@@ -125,7 +125,7 @@ def make_optimizer(name: str, learning_rate: float, momentum: float, clip_norm: 
         return keras.optimizers.SGD(learning_rate=rate, momentum=momentum, global_clipnorm=clip_norm)
     if name == "ADAM":
         return keras.optimizers.Adam(learning_rate=rate, beta_1=momentum, global_clipnorm=clip_norm)
-    raise ValueError(f"unknown optimizer {name!r}; expected SGD or ADAM")
+    raise ValueError(f"unknown optimizer {name!r}; expected one of {OPTIMIZERS}")
 
 
 def compile_model(model: Any, learning_rate: float, momentum: float, total_steps: int | None = None) -> None:

@@ -121,35 +121,30 @@ class TrainingModel(keras.Model):
         feed = self._feed("train")
         if feed is None:
             return super().make_train_function(force)
-        if self.train_function is not None and not force:
-            return self.train_function
-        step = tf.function(self.train_step, reduce_retracing=True)
-
-        def train_function(iterator: Any) -> dict[str, tf.Tensor]:
-            del iterator  # the placeholder stream only counts the steps
-            logs = step((tuple(tf.convert_to_tensor(array) for array in feed.next_batch()),))
-            self._train_counter.assign_add(1)
-            return logs
-
-        self.train_function = train_function
-        return train_function
+        if self.train_function is None or force:
+            self.train_function = self._fed_function(self.train_step, feed, self._train_counter)
+        return self.train_function
 
     def make_test_function(self, force: bool = False) -> Any:
         feed = self._feed("validation")
         if feed is None:
             return super().make_test_function(force)
-        if self.test_function is not None and not force:
-            return self.test_function
-        step = tf.function(self.test_step, reduce_retracing=True)
+        if self.test_function is None or force:
+            self.test_function = self._fed_function(self.test_step, feed, self._test_counter)
+        return self.test_function
 
-        def test_function(iterator: Any) -> dict[str, tf.Tensor]:
-            del iterator
+    @staticmethod
+    def _fed_function(step_method: Any, feed: Any, counter: tf.Variable) -> Any:
+        """What Keras calls once per step: ``step_method`` compiled, run on the feed's next batch."""
+        step = tf.function(step_method, reduce_retracing=True)
+
+        def run_one_step(iterator: Any) -> dict[str, tf.Tensor]:
+            del iterator  # the placeholder stream only counts the steps
             logs = step((tuple(tf.convert_to_tensor(array) for array in feed.next_batch()),))
-            self._test_counter.assign_add(1)
+            counter.assign_add(1)
             return logs
 
-        self.test_function = test_function
-        return test_function
+        return run_one_step
 
 
 def _norm_gt_boxes(tensors: list) -> tf.Tensor:

@@ -7,36 +7,7 @@ import logging
 import numpy as np
 import pytest
 
-from mrcnn.utils import Dataset
-from tests.conftest import tiny_config
-
-
-class BoxesDataset(Dataset):
-    """Synthetic 96x160 images with rectangular instances; ``fail_ids`` raise in load_image."""
-
-    def __init__(self, rects_per_image, fail_ids=(), source="shapes"):
-        super().__init__()
-        self.fail_ids = set(fail_ids)
-        self.add_class(source, 1, "damage")
-        for i, rects in enumerate(rects_per_image):
-            self.add_image(source, image_id=i, path=f"synthetic/{i}.png", rects=rects)
-        self.prepare()
-
-    def load_image(self, image_id):
-        if image_id in self.fail_ids:
-            raise OSError(f"cannot read synthetic/{image_id}.png")
-        image = np.full([96, 160, 3], 60, np.uint8)
-        for y1, x1, y2, x2 in self.image_info[image_id]["rects"]:
-            image[y1:y2, x1:x2] = 220
-        return image
-
-    def load_mask(self, image_id):
-        rects = self.image_info[image_id]["rects"]
-        masks = np.zeros([96, 160, len(rects)], bool)
-        for i, (y1, x1, y2, x2) in enumerate(rects):
-            masks[y1:y2, x1:x2, i] = True
-        return masks, np.ones([len(rects)], np.int32)
-
+from tests.conftest import RectanglesDataset, tiny_config
 
 RECTS = [[(10, 20, 50, 100)], [(40, 40, 90, 80), (5, 120, 30, 150)]]
 
@@ -45,7 +16,7 @@ def test_load_image_gt_resizes_and_builds_mini_masks():
     from mrcnn.data.pipeline import load_image_gt
 
     config = tiny_config()
-    sample = load_image_gt(BoxesDataset(RECTS), config, 1)
+    sample = load_image_gt(RectanglesDataset(RECTS), config, 1)
     assert sample.image.shape == (128, 128, 3)
     # 160 px wide -> scale 0.8, 96 * 0.8 = 76.8 -> 77 rows padded to 128 (26 on top).
     np.testing.assert_array_equal(sample.class_ids, [1, 1])
@@ -61,7 +32,7 @@ def test_batches_have_the_training_model_layout():
     from mrcnn.data.pipeline import TrainingBatches, training_anchors
 
     config = tiny_config(IMAGES_PER_GPU=2)
-    batches = TrainingBatches(BoxesDataset(RECTS), config, seed=0)
+    batches = TrainingBatches(RectanglesDataset(RECTS), config, seed=0)
     images, metas, rpn_match, rpn_bbox, gt_class_ids, gt_boxes, gt_masks = next(iter(batches))
     num_anchors = training_anchors(config).shape[0]
     assert images.shape == (2, 128, 128, 3) and images.dtype == np.float32
@@ -84,12 +55,12 @@ def test_load_errors_are_logged_with_the_image_and_then_raised(caplog):
     config = tiny_config()
     caplog.set_level(logging.ERROR, logger="mrcnn.data.pipeline")
     # One bad image out of two: skipped, logged with its id and path, training data still flows.
-    batches = iter(TrainingBatches(BoxesDataset(RECTS, fail_ids={0}), config, seed=0, max_errors=5))
+    batches = iter(TrainingBatches(RectanglesDataset(RECTS, fail_ids={0}), config, seed=0, max_errors=5))
     for _ in range(3):
         assert int(np.sum(next(batches)[4] > 0)) == 2  # always image 1
     assert "synthetic/0.png" in caplog.text
     # Every image broken: the error surfaces with the image id after max_errors failures.
-    broken = iter(TrainingBatches(BoxesDataset(RECTS, fail_ids={0, 1}), config, seed=0, max_errors=3))
+    broken = iter(TrainingBatches(RectanglesDataset(RECTS, fail_ids={0, 1}), config, seed=0, max_errors=3))
     with pytest.raises(SampleLoadError, match=r"image \d \(synthetic/\d.png\): OSError"):
         next(broken)
 
@@ -98,32 +69,32 @@ def test_batch_feed_keeps_the_order_and_hands_producer_errors_to_the_consumer():
     from mrcnn.data.pipeline import BatchFeed, SampleLoadError, TrainingBatches
 
     config = tiny_config()
-    direct = iter(TrainingBatches(BoxesDataset(RECTS), config, seed=3))
+    direct = iter(TrainingBatches(RectanglesDataset(RECTS), config, seed=3))
     expected = [next(direct) for _ in range(5)]
-    with BatchFeed(TrainingBatches(BoxesDataset(RECTS), config, seed=3), prefetch=2) as feed:
+    with BatchFeed(TrainingBatches(RectanglesDataset(RECTS), config, seed=3), prefetch=2) as feed:
         fed = [feed.next_batch() for _ in range(5)]
     for want, got in zip(expected, fed, strict=True):  # the same seeded sequence, array for array
         assert all(np.array_equal(a, b) for a, b in zip(want, got, strict=True))
     assert not feed._thread.is_alive()  # close() stopped the producer waiting on its full queue
 
-    broken = BatchFeed(TrainingBatches(BoxesDataset(RECTS, fail_ids={0, 1}), config, seed=0, max_errors=3))
+    broken = BatchFeed(TrainingBatches(RectanglesDataset(RECTS, fail_ids={0, 1}), config, seed=0, max_errors=3))
     for _ in range(2):  # raised where the training loop asks, and again on a later call (never a hang)
         with pytest.raises(SampleLoadError, match="synthetic"):
             broken.next_batch()
     broken.close()
-    closed = BatchFeed(TrainingBatches(BoxesDataset(RECTS), config, seed=0))
+    closed = BatchFeed(TrainingBatches(RectanglesDataset(RECTS), config, seed=0))
     closed.close()
     with pytest.raises(RuntimeError, match="closed"):
         closed.next_batch()
     with pytest.raises(ValueError, match="prefetch"):
-        BatchFeed(TrainingBatches(BoxesDataset(RECTS), config), prefetch=0)
+        BatchFeed(TrainingBatches(RectanglesDataset(RECTS), config), prefetch=0)
 
 
 def test_dataset_without_instances_is_an_error_not_a_hang():
     from mrcnn.data.pipeline import TrainingBatches
 
     with pytest.raises(ValueError, match="no image"):
-        next(iter(TrainingBatches(BoxesDataset([[], []]), tiny_config(), seed=0)))
+        next(iter(TrainingBatches(RectanglesDataset([[], []]), tiny_config(), seed=0)))
 
 
 def test_augmentation_runs_on_image_and_masks_and_respects_sources():
@@ -135,7 +106,7 @@ def test_augmentation_runs_on_image_and_masks_and_respects_sources():
         calls.append(masks.shape)
         return image[:, ::-1], masks[:, ::-1]
 
-    dataset = BoxesDataset(RECTS)
+    dataset = RectanglesDataset(RECTS)
     plain = load_image_gt(dataset, tiny_config(), 0)
     flipped = load_image_gt(dataset, tiny_config(), 0, augmentation=flip)
     assert calls == [(128, 128, 1)]
@@ -156,7 +127,7 @@ def test_augmentation_runs_on_image_and_masks_and_respects_sources():
 def test_tf_dataset_yields_the_same_layout():
     from mrcnn.data.pipeline import make_dataset
 
-    data = make_dataset(BoxesDataset(RECTS), tiny_config(), seed=0)
+    data = make_dataset(RectanglesDataset(RECTS), tiny_config(), seed=0)
     (inputs,) = next(iter(data))
     assert len(inputs) == 7
     assert tuple(inputs[0].shape) == (1, 128, 128, 3) and inputs[6].dtype.name == "bool"
@@ -174,4 +145,4 @@ def test_non_callable_or_imgaug_style_augmentation_is_refused():
 
     for bad in ("fliplr", ImgaugLike()):
         with pytest.raises(TypeError, match="callable"):
-            TrainingBatches(BoxesDataset(RECTS), tiny_config(), augmentation=bad)
+            TrainingBatches(RectanglesDataset(RECTS), tiny_config(), augmentation=bad)

@@ -16,33 +16,14 @@ import tf_keras as keras
 from mrcnn.model import MaskRCNN
 from mrcnn.training import LAYER_PRESETS, make_optimizer, resolve_layers, seed_everything, set_trainable
 from mrcnn.utils import Dataset
-from tests.conftest import require_shared, tiny_config
+from tests.conftest import RectanglesDataset, require_shared, tiny_config
+
+#: Two 128x128 images with bright rectangles as instances.
+TRAIN_RECTS = [[(20, 20, 60, 90)], [(50, 30, 100, 70), (10, 80, 40, 120)]]
 
 
-class RectDataset(Dataset):
-    """Two synthetic 128x128 images with bright rectangles as instances."""
-
-    RECTS = [[(20, 20, 60, 90)], [(50, 30, 100, 70), (10, 80, 40, 120)]]
-
-    def __init__(self):
-        super().__init__()
-        self.add_class("shapes", 1, "damage")
-        for i, rects in enumerate(self.RECTS):
-            self.add_image("shapes", image_id=i, path=f"synthetic/{i}", rects=rects)
-        self.prepare()
-
-    def load_image(self, image_id):
-        image = np.full([128, 128, 3], 50, np.uint8)
-        for y1, x1, y2, x2 in self.image_info[image_id]["rects"]:
-            image[y1:y2, x1:x2] = 230
-        return image
-
-    def load_mask(self, image_id):
-        rects = self.image_info[image_id]["rects"]
-        masks = np.zeros([128, 128, len(rects)], bool)
-        for i, (y1, x1, y2, x2) in enumerate(rects):
-            masks[y1:y2, x1:x2, i] = True
-        return masks, np.ones([len(rects)], np.int32)
+def rect_dataset():
+    return RectanglesDataset(TRAIN_RECTS, shape=(128, 128), background=50, foreground=230)
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +121,7 @@ def test_checkpoints_every_epoch_and_resume_restores_epoch(tmp_path):
     keras.utils.set_random_seed(2)
     config = tiny_config(STEPS_PER_EPOCH=2, VALIDATION_STEPS=1)
     model = MaskRCNN("training", config, tmp_path)
-    run = model.train(RectDataset(), RectDataset(), 0.001, epochs=2, layers="heads")
+    run = model.train(rect_dataset(), rect_dataset(), 0.001, epochs=2, layers="heads")
     assert model.epoch == 2
     log_dir = os.path.basename(model.log_dir)
     assert re.fullmatch(r"tiny\d{8}T\d{4}", log_dir)
@@ -159,8 +140,8 @@ def test_checkpoints_every_epoch_and_resume_restores_epoch(tmp_path):
     resumed = MaskRCNN("training", config, tmp_path)
     report = resumed.load_weights(run.checkpoints[-1], by_name=True)
     assert report.ok and resumed.epoch == 2 and resumed.log_dir == model.log_dir
-    assert resumed.train(RectDataset(), None, 0.001, epochs=2, layers="heads").checkpoints == []  # done already
-    more = resumed.train(RectDataset(), None, 0.001, epochs=3, layers="heads")
+    assert resumed.train(rect_dataset(), None, 0.001, epochs=2, layers="heads").checkpoints == []  # done already
+    more = resumed.train(rect_dataset(), None, 0.001, epochs=3, layers="heads")
     assert [os.path.basename(p) for p in more.checkpoints] == ["mask_rcnn_tiny_0003.h5"]
     assert os.path.dirname(more.checkpoints[0]) == model.log_dir and resumed.epoch == 3
     # Loading a checkpoint into an inference model by name is covered by the overfitting run below.
@@ -198,7 +179,7 @@ def _weights_after_training(tmp_path, seed, optimizer):
     config = tiny_config(STEPS_PER_EPOCH=3, VALIDATION_STEPS=1, OPTIMIZER=optimizer)
     model = MaskRCNN("training", config, tmp_path)
     before = {w.name: w.numpy().copy() for w in model.keras_model.trainable_weights}
-    model.train(RectDataset(), None, 0.01, epochs=1, layers="all", seed=seed)
+    model.train(rect_dataset(), None, 0.01, epochs=1, layers="all", seed=seed)
     assert isinstance(model.keras_model.optimizer, {"SGD": keras.optimizers.SGD, "ADAM": keras.optimizers.Adam}[
         optimizer])
     return before, {w.name: w.numpy() for w in model.keras_model.trainable_weights}
