@@ -12,7 +12,7 @@ Every error is ``{"error": ..., "detail": ...}`` with the status of the ``car_da
 came from; anything unexpected is a 500 that is logged with its traceback and never shows one to the caller.
 
 ``create_app`` takes the predictor (anything with ``predict(rgb, options)`` and ``annotate(rgb, response)``,
-normally ``car_damage.inference.DamagePredictor``) or a loader callable run on a background thread, so the HTTP
+normally ``car_damage.answer.predictor.DamagePredictor``) or a loader callable run on a background thread, so the HTTP
 layer is testable on its own and ``wsgi.py`` can answer ``/ping`` while TensorFlow loads.
 """
 
@@ -33,6 +33,8 @@ import numpy as np
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
+from car_damage.answer.options import InferenceOptions, options_from_request
+from car_damage.data.images import DEFAULT_MAX_PIXELS, decode_base64_json, decode_image, encode_image
 from car_damage.errors import (
     ImageDecodeError,
     ModelLoadError,
@@ -42,8 +44,6 @@ from car_damage.errors import (
     ServiceError,
     UnsupportedMediaType,
 )
-from car_damage.image_io import DEFAULT_MAX_PIXELS, decode_base64_json, decode_image, encode_image
-from car_damage.options import InferenceOptions, options_from_request
 
 logger = logging.getLogger("container.predictor")
 #: One JSON line per request goes to this logger; ``configure_logging`` sends it to stdout.

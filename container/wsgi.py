@@ -54,7 +54,7 @@ def claim_gpu(environ: dict[str, str] | os._Environ = os.environ) -> str | None:
 
 def load_predictor():
     """Build every model in MODEL_DIR and warm it up (runs on the loader thread)."""
-    from car_damage.inference import DamagePredictor  # imports TensorFlow: keep it off the import path
+    from car_damage.answer.predictor import DamagePredictor  # imports TensorFlow: keep it off the import path
 
     model_dir = os.environ.get(ENV_MODEL_DIR, DEFAULT_MODEL_DIR)
     logger.info("loading models from %s", model_dir)

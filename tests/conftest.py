@@ -85,7 +85,7 @@ class RectanglesDataset(Dataset):
 
 def tiny_config(**overrides):
     """A small, fast inference config: 'tiny' backbone, 128 px square images, 2 classes."""
-    from car_damage.config import make_config
+    from car_damage.model.config import make_config
 
     values = dict(
         NAME="tiny",
@@ -119,7 +119,7 @@ def build_tiny_model_dir(folder: Path, damage_type: str = "scratch", seed: int =
     """A real, seeded random-weight tiny model saved the way training saves it: weights + sidecar."""
     import tf_keras as keras
 
-    from car_damage.model_card import ModelCard, card_path_for
+    from car_damage.model.card import ModelCard, card_path_for
     from mrcnn.model import MaskRCNN
 
     keras.utils.set_random_seed(seed)

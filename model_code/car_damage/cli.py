@@ -98,7 +98,7 @@ class TrainOptions:
         return Path(self.dataset) / "train", Path(self.dataset) / "val"
 
     def config(self):  # -> DamageConfig
-        from car_damage.config import make_config
+        from car_damage.model.config import make_config
 
         values: dict[str, Any] = TINY_PRESET.copy() if self.backbone == "tiny" else {}
         values.update(
@@ -128,8 +128,8 @@ class TrainOutcome:
 
 def load_training_data(options: TrainOptions) -> tuple[Any, Any, Any, list[str]]:
     """(train dataset, val dataset, duplicate report, val images left out); duplicates are logged as warnings."""
-    from car_damage.dataset import DamageDataset, load_split
-    from car_damage.duplicates import find_duplicates
+    from car_damage.data.dataset import DamageDataset, load_split
+    from car_damage.data.duplicates import find_duplicates
 
     train_dir, val_dir = options.split_dirs
     classes = options.class_names
@@ -161,12 +161,12 @@ def train_model(options: TrainOptions, callbacks_for: Callable[[Any], list] | No
     """
     import shutil
 
-    from car_damage.model_card import ModelCard, card_path_for
+    from car_damage.model.card import ModelCard, card_path_for
 
     config = options.config()
     train_set, val_set, duplicates, leaked = load_training_data(options)  # before TensorFlow: fail fast
 
-    from car_damage.weights_init import initialise_weights
+    from car_damage.training.weights import initialise_weights
     from mrcnn.model import MaskRCNN
     from mrcnn.weights import save_weights
 
@@ -207,7 +207,7 @@ def train_model(options: TrainOptions, callbacks_for: Callable[[Any], list] | No
     card_path = card.save(card_path_for(weights_path))
     evaluation = None
     if options.evaluate:
-        from car_damage.evaluate import evaluate_weights
+        from car_damage.training.evaluate import evaluate_weights
 
         evaluation = evaluate_weights(weights_path, options.split_dirs[1], report_dir / "evaluation_val.json",
                                       card=card, attributes=options.attributes, exclude=leaked).report
@@ -305,7 +305,7 @@ def _add_model_arguments(p: argparse.ArgumentParser) -> None:
 def _explicit_card(args: argparse.Namespace):  # -> ModelCard | None
     """``--card`` if given; otherwise None, so each consumer applies its own sidecar rules (the service's for
     detect and splash, so they answer exactly as the endpoint would)."""
-    from car_damage.model_card import ModelCard
+    from car_damage.model.card import ModelCard
 
     return ModelCard.load(args.card) if args.card else None
 
@@ -324,7 +324,7 @@ def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    from car_damage.evaluate import evaluate_weights
+    from car_damage.training.evaluate import evaluate_weights
 
     out = args.out or Path(f"evaluation_{args.subset}.json")
     result = evaluate_weights(args.weights, args.dataset / args.subset, out, card=_explicit_card(args),
@@ -346,10 +346,10 @@ def _add_splash(subparsers: argparse._SubParsersAction) -> None:
 def splash_images(weights: Path, images: Sequence[Path], out_dir: Path, card: Any = None) -> list[tuple[Path, Path]]:
     """For each image: ``<stem>_splash.png`` (grey except the damage) and ``<stem>_outlines.png`` (polygons,
     boxes, labels, scores as the service draws them). Detection runs once per image, through the service code."""
-    from car_damage import render
-    from car_damage.image_io import decode_image, encode_image
-    from car_damage.inference import DamagePredictor
-    from car_damage.options import InferenceOptions
+    from car_damage.answer import render
+    from car_damage.answer.options import InferenceOptions
+    from car_damage.answer.predictor import DamagePredictor
+    from car_damage.data.images import decode_image, encode_image
 
     predictor = DamagePredictor.from_weights(weights, card=card)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -383,9 +383,9 @@ def _add_detect(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_detect(args: argparse.Namespace) -> int:
-    from car_damage.image_io import decode_image
-    from car_damage.inference import DamagePredictor
-    from car_damage.options import InferenceOptions
+    from car_damage.answer.options import InferenceOptions
+    from car_damage.answer.predictor import DamagePredictor
+    from car_damage.data.images import decode_image
 
     pairs = {}
     for item in args.option:
@@ -411,7 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(subparsers)
     _add_splash(subparsers)
     _add_detect(subparsers)
-    from car_damage import synth
+    from car_damage.data import synth
 
     synth.add_subparser(subparsers)
     return parser

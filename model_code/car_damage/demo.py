@@ -28,8 +28,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from car_damage import synth
-from car_damage.model_card import ModelCard, card_path_for
+from car_damage.data import synth
+from car_damage.model.card import ModelCard, card_path_for
 
 logger = logging.getLogger(__name__)
 

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from car_damage import demo, synth
-from car_damage.model_card import ModelCard
-from car_damage.response import validate_response
+from car_damage import demo
+from car_damage.answer.response import validate_response
+from car_damage.data import synth
+from car_damage.model.card import ModelCard
 from tests.conftest import require_tool
 
 TINY_ARGS = ["--n", "10", "--size", "128", "--image-size", "128", "--epochs", "1", "--steps", "2",

@@ -37,7 +37,7 @@ def service_model_dir(tiny_model_dir: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def real_predictor(service_model_dir: Path):
-    from car_damage.inference import DamagePredictor
+    from car_damage.answer.predictor import DamagePredictor
 
     return DamagePredictor.from_model_dir(service_model_dir, warmup=True)
 

@@ -39,7 +39,7 @@ def encoded(fmt: str, mode: str = "RGB") -> bytes:
 
 
 def validate(body: dict) -> None:
-    from car_damage.response import validate_response
+    from car_damage.answer.response import validate_response
 
     validate_response(body)
 
@@ -306,7 +306,7 @@ def test_ping_is_503_while_loading_then_200(real_predictor) -> None:
 
 
 def test_failed_load_keeps_ping_503_with_the_reason(tmp_path, caplog) -> None:
-    from car_damage.inference import DamagePredictor
+    from car_damage.answer.predictor import DamagePredictor
 
     service.configure_logging()
     (tmp_path / "mask_cnn_scratch.h5").write_bytes(b"not an HDF5 file")

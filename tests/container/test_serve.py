@@ -23,7 +23,7 @@ import pytest
 import requests
 from PIL import Image, ImageOps
 
-from car_damage.response import validate_response
+from car_damage.answer.response import validate_response
 from tests.conftest import require_tool
 
 #: SageMaker's per-ping timeout.

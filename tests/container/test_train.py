@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from car_damage.train_job import HyperparameterError, JobPaths, parse_hyperparameters, resolve_channels
+from car_damage.training.job import HyperparameterError, JobPaths, parse_hyperparameters, resolve_channels
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN = REPO / "container" / "train"
@@ -61,7 +61,7 @@ def test_paths_follow_the_environment(tmp_path):
 # ----------------------------------------------------------------------------------------- subprocesses
 @pytest.fixture(scope="module")
 def synth_dataset(tmp_path_factory) -> Path:
-    from car_damage.synth import SynthSettings, generate
+    from car_damage.data.synth import SynthSettings, generate
 
     out = tmp_path_factory.mktemp("synth")
     generate(out, SynthSettings(n=6, height=128, width=128, val_fraction=0.34))

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from car_damage.deploy.api import AwsApi, DeployError, S3Uri
-from car_damage.model_card import ModelCard, card_path_for, damage_type_from_filename
+from car_damage.model.card import ModelCard, card_path_for, damage_type_from_filename
 
 logger = logging.getLogger(__name__)
 

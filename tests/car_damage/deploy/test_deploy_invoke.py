@@ -184,7 +184,7 @@ def test_invoke_against_the_real_service(aws, live_container, test_images_dir, t
                      *map(str, photos), endpoint=False)
     assert result.code == 0, result.err
     response = result.json[str(photos[0])]
-    from car_damage.response import validate_response
+    from car_damage.answer.response import validate_response
 
     validate_response(response)
     assert response["damage_count"] == len(response["damages"])

@@ -8,7 +8,7 @@ import json
 import tarfile
 from pathlib import Path
 
-from car_damage.model_card import ModelCard
+from car_damage.model.card import ModelCard
 
 
 def make_model(folder: Path, damage_type: str, payload: bytes, version: str | None = "v1") -> Path:

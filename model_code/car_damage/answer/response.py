@@ -1,0 +1,265 @@
+"""The JSON response: built from raw detections, checked against THE schema (``response_schema.json``).
+
+``build_response`` turns per-model detections (boxes, class ids, scores and full-size masks, as
+``mrcnn`` unmolds them) into the documented response: one entry per damage with its polygons and areas,
+union totals per type and overall, the models used, the effective options and the timings. It is pure
+(no TensorFlow), so its numbers are tested on hand-made masks.
+
+Rules applied here, in this order:
+1. ``options.types`` drops other types; ``options.min_score`` drops lower scores (the models have already
+   applied their own DETECTION_MIN_CONFIDENCE, see ``inference``).
+2. Detections whose mask is empty (possible after mask thresholding) are dropped: a damage without
+   pixels has no polygon and no area.
+3. Damages are sorted by score, highest first (ties keep model order), then cut to ``max_instances``.
+4. Totals are unions of the kept masks, so overlapping damages (e.g. a scratch inside a dent) count once.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from car_damage.answer.geometry import AreaCalibration, mask_to_polygons, mask_to_rle, tight_crop
+from car_damage.answer.options import InferenceOptions
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_PATH = Path(__file__).with_name("response_schema.json")
+SCHEMA_VERSION = "1.0"
+#: Digits kept for scores and timings (more is noise in JSON).
+SCORE_DIGITS = 4
+TIMING_DIGITS = 3
+
+
+class InvalidResponse(ValueError):
+    """A response that does not match the schema or is inconsistent with itself."""
+
+
+@dataclass
+class ModelDetections:
+    """One model's detections on one image, in original pixels.
+
+    boxes: [N, (y1, x1, y2, x2)] int, y2/x2 exclusive; class_ids: [N] int; scores: [N] float;
+    masks: [H, W, N] bool (full image size).
+    """
+
+    damage_type: str
+    class_names: Sequence[str]
+    boxes: np.ndarray
+    class_ids: np.ndarray
+    scores: np.ndarray
+    masks: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.boxes = np.asarray(self.boxes).reshape(-1, 4)
+        self.class_ids = np.asarray(self.class_ids).reshape(-1)
+        self.scores = np.asarray(self.scores, dtype=np.float64).reshape(-1)
+        self.masks = np.asarray(self.masks)
+        count = self.boxes.shape[0]
+        if self.masks.ndim != 3 or not (len(self.class_ids) == len(self.scores) == self.masks.shape[2] == count):
+            raise ValueError(
+                f"inconsistent detections: {count} boxes, {len(self.class_ids)} class ids, "
+                f"{len(self.scores)} scores, masks of shape {self.masks.shape} (expected [H, W, {count}])"
+            )
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the response says about a model that ran."""
+
+    damage_type: str
+    name: str
+    version: str
+    backbone: str
+    min_score: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": self.damage_type, "name": self.name, "version": self.version,
+                "backbone": self.backbone, "min_score": float(self.min_score)}
+
+
+@dataclass
+class _Kept:
+    damage_type: str
+    class_name: str
+    score: float
+    box: np.ndarray
+    mask: np.ndarray  # full image size (for RLE)
+    crop: np.ndarray  # tight crop of mask: polygons and unions work on it, not on the whole image
+    top: int
+    left: int
+    area_px: int
+
+    def paste_into(self, union: np.ndarray) -> None:
+        height, width = self.crop.shape
+        union[self.top: self.top + height, self.left: self.left + width] |= self.crop
+
+
+def build_response(
+    image_size: tuple[int, int],
+    detections: Sequence[ModelDetections],
+    models: Sequence[ModelInfo],
+    options: InferenceOptions,
+    timings_ms: Mapping[str, float],
+) -> dict[str, Any]:
+    """Assemble the response for an image of ``image_size`` = (height, width); see the module docstring."""
+    height, width = (int(v) for v in image_size)
+    if height <= 0 or width <= 0:
+        raise ValueError(f"image size must be positive, got {image_size}")
+    for model_detections in detections:
+        if model_detections.masks.shape[:2] != (height, width):
+            raise ValueError(f"{model_detections.damage_type} masks are {model_detections.masks.shape[:2]}, "
+                             f"image is {(height, width)}")
+    kept = _select(detections, options)
+    pixels = height * width
+    calibration = options.calibration
+
+    damages = []
+    for index, item in enumerate(kept):
+        y1, x1, y2, x2 = (int(v) for v in item.box)
+        y1, x1 = min(max(y1, 0), height), min(max(x1, 0), width)
+        y2, x2 = min(max(y2, y1), height), min(max(x2, x1), width)
+        damage: dict[str, Any] = {
+            "id": index,
+            "type": item.damage_type,
+            "class_name": item.class_name,
+            "score": round(item.score, SCORE_DIGITS),
+            "bbox": {"x": x1, "y": y1, "width": x2 - x1, "height": y2 - y1},
+            "polygons": mask_to_polygons(item.crop, options.polygon_tolerance, origin=(item.left, item.top)),
+            "area_px": item.area_px,
+            "area_fraction": item.area_px / pixels,
+        }
+        if calibration is not None:
+            damage["area"] = _area(calibration, item.area_px, width, height)
+        if options.masks == "rle":
+            damage["mask"] = mask_to_rle(item.mask)
+        damages.append(damage)
+
+    response: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "image": {"width": width, "height": height},
+        "damage_count": len(damages),
+        "damages": damages,
+        "totals": _totals(kept, _types_run(detections, options), (height, width), calibration),
+        "models": [model.to_json() for model in models],
+        "options": options.to_json(),
+        "timings_ms": {key: round(float(value), TIMING_DIGITS) for key, value in timings_ms.items()},
+    }
+    if calibration is not None:
+        response["calibration"] = calibration.to_json(width, height)
+    return response
+
+
+def _types_run(detections: Sequence[ModelDetections], options: InferenceOptions) -> list[str]:
+    names = [d.damage_type for d in detections]
+    return [t for t in dict.fromkeys(names) if options.types is None or t in options.types]
+
+
+def _select(detections: Sequence[ModelDetections], options: InferenceOptions) -> list[_Kept]:
+    kept = []
+    for model_detections in detections:
+        if options.types is not None and model_detections.damage_type not in options.types:
+            continue
+        for i, score in enumerate(model_detections.scores):
+            if options.min_score is not None and score < options.min_score:
+                continue
+            mask = model_detections.masks[:, :, i].astype(bool, copy=False)
+            cropped = tight_crop(mask)
+            if cropped is None:
+                logger.debug("dropping a %s detection (score %.3f) with an empty mask",
+                             model_detections.damage_type, score)
+                continue
+            class_id = int(model_detections.class_ids[i])
+            names = model_detections.class_names
+            class_name = names[class_id] if 0 <= class_id < len(names) else f"class_{class_id}"
+            crop, top, left = cropped
+            kept.append(_Kept(model_detections.damage_type, class_name, float(score), model_detections.boxes[i],
+                              mask, crop, top, left, int(np.count_nonzero(crop))))
+    kept.sort(key=lambda item: -item.score)  # stable: ties keep model order
+    if options.max_instances is not None:
+        kept = kept[: options.max_instances]
+    return kept
+
+
+def _totals(kept: Sequence[_Kept], types_run: Sequence[str], image_size: tuple[int, int],
+            calibration: AreaCalibration | None) -> dict[str, Any]:
+    height, width = image_size
+    pixels = height * width
+    overall = np.zeros(image_size, dtype=bool)
+    by_type_masks: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = {}
+    for damage_type in types_run:
+        by_type_masks.setdefault(damage_type, np.zeros(image_size, dtype=bool))
+        counts.setdefault(damage_type, 0)
+    for item in kept:
+        item.paste_into(by_type_masks[item.damage_type])
+        item.paste_into(overall)
+        counts[item.damage_type] += 1
+
+    def summary(union: np.ndarray) -> dict[str, Any]:
+        area_px = int(np.count_nonzero(union))
+        entry: dict[str, Any] = {"area_px": area_px, "area_fraction": area_px / pixels}
+        if calibration is not None:
+            entry["area"] = _area(calibration, area_px, width, height)
+        return entry
+
+    totals = summary(overall)
+    totals["by_type"] = {t: {"count": counts[t], **summary(mask)} for t, mask in by_type_masks.items()}
+    return totals
+
+
+def _area(calibration: AreaCalibration, area_px: int, width: int, height: int) -> dict[str, Any]:
+    return {"value": calibration.area(area_px, width, height), "unit": calibration.area_unit}
+
+
+# -------------------------------------------------------------------------------------------- schema
+@functools.lru_cache(maxsize=1)
+def _validator() -> Any:
+    import jsonschema  # the serve extra; only needed to validate
+
+    schema = json.loads(SCHEMA_PATH.read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+def load_schema() -> dict[str, Any]:
+    """The response JSON schema (draft 2020-12)."""
+    return json.loads(SCHEMA_PATH.read_text())
+
+
+def validate_response(response: Mapping[str, Any]) -> None:
+    """Raise InvalidResponse unless ``response`` matches the schema and is internally consistent."""
+    errors = sorted(_validator().iter_errors(response), key=lambda e: list(e.absolute_path))
+    if errors:
+        first = errors[0]
+        where = "/".join(str(p) for p in first.absolute_path) or "<root>"
+        raise InvalidResponse(f"response does not match {SCHEMA_PATH.name} at {where}: {first.message}")
+    damages = response["damages"]
+    if response["damage_count"] != len(damages):
+        raise InvalidResponse(f"damage_count {response['damage_count']} != {len(damages)} damages")
+    if [d["id"] for d in damages] != list(range(len(damages))):
+        raise InvalidResponse("damage ids must be 0, 1, 2, ... in order")
+    scores = [d["score"] for d in damages]
+    if scores != sorted(scores, reverse=True):
+        raise InvalidResponse("damages must be sorted by score, highest first")
+    width, height = response["image"]["width"], response["image"]["height"]
+    for damage in damages:
+        box = damage["bbox"]
+        if box["x"] + box["width"] > width or box["y"] + box["height"] > height:
+            raise InvalidResponse(f"damage {damage['id']} bbox {box} leaves the {width}x{height} image")
+    totals = response["totals"]
+    if sum(entry["count"] for entry in totals["by_type"].values()) != len(damages):
+        raise InvalidResponse("totals.by_type counts do not add up to damage_count")
+    largest = max((d["area_px"] for d in damages), default=0)
+    if not largest <= totals["area_px"] <= sum(d["area_px"] for d in damages):
+        raise InvalidResponse(f"totals.area_px {totals['area_px']} is not a union of the damage areas")
+    calibrated = "calibration" in response
+    if any(("area" in d) != calibrated for d in damages) or ("area" in totals) != calibrated:
+        raise InvalidResponse("calibrated 'area' fields must be present exactly when 'calibration' is")

@@ -1,0 +1,199 @@
+"""postprocess: polygons and areas against hand-computed masks, calibration, COCO RLE."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from car_damage.answer.geometry import (
+    AreaCalibration,
+    mask_to_polygons,
+    mask_to_rle,
+    polygon_area,
+    rle_to_mask,
+    simplify_rings,
+)
+
+
+def test_square_is_an_exact_four_point_polygon():
+    mask = np.zeros((8, 10), dtype=bool)
+    mask[1:4, 2:6] = True  # rows 1..3, columns 2..5: 4 wide, 3 high
+    for tolerance in (0.0, 1.0, 5.0):
+        polygons = mask_to_polygons(mask, tolerance)
+        assert polygons == [[[[2, 1], [6, 1], [6, 4], [2, 4]]]]
+    assert polygon_area(polygons[0]) == 12 == mask.sum()
+
+
+def test_single_pixel_and_empty_mask():
+    mask = np.zeros((3, 3), dtype=bool)
+    assert mask_to_polygons(mask) == []
+    mask[2, 0] = True
+    assert mask_to_polygons(mask) == [[[[0, 2], [1, 2], [1, 3], [0, 3]]]]
+
+
+def test_ring_with_a_hole():
+    mask = np.zeros((7, 7), dtype=bool)
+    mask[1:6, 1:6] = True
+    mask[3, 3] = False  # a 1-pixel hole in a 5 x 5 square
+    polygons = mask_to_polygons(mask, 0)
+    assert len(polygons) == 1
+    exterior, hole = polygons[0]
+    assert exterior == [[1, 1], [6, 1], [6, 6], [1, 6]]
+    assert sorted(map(tuple, hole)) == [(3, 3), (3, 4), (4, 3), (4, 4)]
+    assert polygon_area([exterior]) == 25 and polygon_area([hole]) == -1  # holes wind the other way
+    assert polygon_area(polygons[0]) == mask.sum() == 24
+
+
+def test_blobs_touching_at_an_edge_are_one_polygon():
+    mask = np.zeros((4, 6), dtype=bool)
+    mask[0:2, 0:2] = True
+    mask[1:3, 2:4] = True  # shares the edge x=2, y in [1, 2]
+    polygons = mask_to_polygons(mask, 0)
+    assert len(polygons) == 1 and len(polygons[0]) == 1
+    assert polygons[0][0] == [[0, 0], [2, 0], [2, 1], [4, 1], [4, 3], [2, 3], [2, 2], [0, 2]]
+    assert polygon_area(polygons[0]) == 8
+
+
+def test_blobs_touching_at_a_corner_are_two_polygons():
+    mask = np.zeros((4, 4), dtype=bool)
+    mask[0:2, 0:2] = True
+    mask[2:4, 2:4] = True  # touches the first blob only at the point (2, 2)
+    polygons = mask_to_polygons(mask, 0)
+    assert polygons == [[[[0, 0], [2, 0], [2, 2], [0, 2]]], [[[2, 2], [4, 2], [4, 4], [2, 4]]]]
+
+
+def test_checkerboard_is_one_polygon_per_pixel():
+    mask = (np.indices((4, 5)).sum(axis=0) % 2).astype(bool)  # every set pixel touches others at corners only
+    polygons = mask_to_polygons(mask, 0)
+    assert len(polygons) == mask.sum() == 10
+    assert all(len(p) == 1 and len(p[0]) == 4 and polygon_area(p) == 1 for p in polygons)
+
+
+def test_hole_touching_the_outside_at_a_corner_is_still_a_hole():
+    mask = np.array(
+        [
+            [1, 1, 1, 0],
+            [1, 0, 1, 1],
+            [1, 1, 1, 1],
+        ],
+        dtype=bool,
+    )  # the hole at (1, 1) is enclosed; the notch at (3, 0) touches the outside only at corners
+    polygons = mask_to_polygons(mask, 0)
+    assert len(polygons) == 1
+    exterior, hole = polygons[0]
+    assert exterior == [[0, 0], [3, 0], [3, 1], [4, 1], [4, 3], [0, 3]]
+    assert polygon_area([hole]) == -1
+    diagonal_hole = np.array([[1, 1, 1, 0], [1, 1, 0, 1], [1, 1, 1, 1]], dtype=bool)
+    exterior, hole = mask_to_polygons(diagonal_hole, 0)[0]  # hole (2, 1) meets the notch at corner (3, 1)
+    assert [3, 1] in exterior and [3, 1] in hole and polygon_area([hole]) == -1
+
+
+def test_polygon_area_equals_pixel_count_on_random_masks():
+    rng = np.random.default_rng(7)
+    for _ in range(100):
+        mask = rng.random((rng.integers(1, 25), rng.integers(1, 25))) < rng.uniform(0.2, 0.8)
+        polygons = mask_to_polygons(mask, 0)
+        assert sum(polygon_area(p) for p in polygons) == mask.sum()
+        assert len(polygons) == ndimage.label(mask)[1]  # one polygon per 4-connected component
+        for polygon in polygons:
+            assert polygon_area(polygon[:1]) > 0 and all(polygon_area([h]) < 0 for h in polygon[1:])
+
+
+def _distance_to_ring(point: np.ndarray, ring: np.ndarray) -> float:
+    starts, ends = ring, np.roll(ring, -1, axis=0)
+    segment = ends - starts
+    t = np.clip(((point - starts) * segment).sum(1) / np.maximum((segment**2).sum(1), 1e-12), 0, 1)
+    return float(np.min(np.hypot(*(starts + t[:, None] * segment - point).T)))
+
+
+def test_simplification_stays_within_tolerance():
+    yy, xx = np.mgrid[0:60, 0:60]
+    disk = (yy - 30) ** 2 + (xx - 30) ** 2 <= 25**2
+    exact = np.array(mask_to_polygons(disk, 0)[0][0], dtype=float)
+    simple = mask_to_polygons(disk, 1.0)[0][0]
+    assert len(simple) < len(exact) / 2
+    assert all(isinstance(v, int) for point in simple for v in point)
+    simple_array = np.array(simple, dtype=float)
+    assert max(_distance_to_ring(p, simple_array) for p in exact) <= 1.0 + 1e-9  # Douglas-Peucker bound
+    # The area may move by at most tolerance x perimeter (in practice much less).
+    perimeter = np.abs(np.diff(np.vstack([exact, exact[:1]]), axis=0)).sum()
+    assert abs(polygon_area([simple]) - disk.sum()) < 0.5 * perimeter
+
+
+def test_all_rings_simplified_together_equal_one_by_one():
+    rng = np.random.default_rng(11)
+    rings = []
+    for _ in range(20):
+        yy, xx = np.mgrid[0:40, 0:40]
+        a, b = rng.uniform(4, 18, size=2)
+        rings.append(np.array(mask_to_polygons(((yy - 20) / a) ** 2 + ((xx - 20) / b) ** 2 <= 1, 0)[0][0]))
+    together = simplify_rings(rings, 1.5)
+    for ring, simplified in zip(rings, together, strict=True):
+        assert np.array_equal(simplify_rings([ring], 1.5)[0], simplified)
+        assert 3 <= len(simplified) <= len(ring)
+    assert all(np.array_equal(a, b) for a, b in zip(simplify_rings(rings, 0.0), rings, strict=True))
+
+
+def test_coordinates_are_in_the_original_frame():
+    mask = np.zeros((100, 200), dtype=bool)
+    mask[90:95, 150:160] = True
+    ((exterior,),) = mask_to_polygons(mask)
+    assert exterior == [[150, 90], [160, 90], [160, 95], [150, 95]]
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError):
+        mask_to_polygons(np.zeros((2, 2, 2), dtype=bool))
+    with pytest.raises(ValueError):
+        mask_to_polygons(np.zeros((2, 2), dtype=bool), -1)
+
+
+def test_old_system_calibrated_area():
+    # w=2119 h=1415 mask pixels 50043 fraction 0.016690 single pixel 8.4045e-05 in^2 total 4.2059 in^2
+    calibration = AreaCalibration.from_frame(frame_width=14, frame_height=18, unit="in")
+    assert calibration.pixel_area(2119, 1415) == pytest.approx(8.4045e-05, abs=5e-10)
+    assert round(calibration.area(50043, 2119, 1415), 4) == 4.2059
+    assert round(50043 / (2119 * 1415), 6) == 0.016690
+    assert calibration.to_json(2119, 1415)["pixel_area"]["unit"] == "in^2"
+
+
+def test_pixels_per_unit_calibration():
+    calibration = AreaCalibration.from_pixels_per_unit(4.0, "mm")
+    assert calibration.area(32, 10, 10) == 2.0  # 32 px / 16 px per mm^2
+    with pytest.raises(ValueError):
+        AreaCalibration(unit="in")
+    with pytest.raises(ValueError):
+        AreaCalibration(unit="in", pixels_per_unit=-1.0)
+
+
+def test_rle_hand_computed():
+    mask = np.array([[0, 1], [1, 1]], dtype=bool)  # column-major: 0, 1, 1, 1
+    assert rle_to_mask({"size": [2, 2], "counts": [1, 3]}).tolist() == mask.tolist()
+    rle = mask_to_rle(mask)
+    assert rle["size"] == [2, 2] and (rle_to_mask(rle) == mask).all()
+    assert mask_to_rle(np.ones((1, 3), bool))["counts"] == mask_to_rle(np.ones((1, 3), bool))["counts"]
+    assert rle_to_mask(mask_to_rle(np.ones((1, 3), bool))).all()
+
+
+def test_rle_count_strings_round_trip_large_and_decreasing_counts():
+    from car_damage.answer.geometry import _decode_counts, _encode_counts
+
+    rng = np.random.default_rng(4)
+    for high in (3, 40, 5000, 10**9):
+        counts = [int(c) for c in rng.integers(0, high, size=12)]
+        assert _decode_counts(_encode_counts(counts)) == counts
+    assert _encode_counts([]) == ""
+
+
+def test_rle_matches_pycocotools():
+    from pycocotools import mask as mask_utils
+
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        mask = rng.random((rng.integers(1, 40), rng.integers(1, 40))) < rng.random()
+        reference = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+        ours = mask_to_rle(mask)
+        assert ours["counts"] == reference["counts"].decode()
+        assert (mask_utils.decode({"size": ours["size"], "counts": ours["counts"]}) == mask).all()
+        assert (rle_to_mask(ours) == mask).all()
