@@ -21,8 +21,9 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from skimage.draw import polygon as fill_polygon
 
-from car_damage.answer.geometry import mask_to_polygons, rle_to_mask
+from car_damage.answer.geometry import mask_to_polygons
 from car_damage.answer.response import ModelDetections
+from car_damage.data.rle import rle_to_mask
 
 #: Outline colours per known damage type; other types get a stable colour from FALLBACK_COLOURS.
 TYPE_COLOURS: dict[str, tuple[int, int, int]] = {

@@ -26,8 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from car_damage.answer.geometry import AreaCalibration, mask_to_polygons, mask_to_rle, tight_crop
+from car_damage.answer.geometry import AreaCalibration, mask_to_polygons, tight_crop
 from car_damage.answer.options import InferenceOptions
+from car_damage.data.rle import mask_to_rle
 
 logger = logging.getLogger(__name__)
 

@@ -15,10 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from car_damage.answer.geometry import mask_to_rle, rle_to_mask
-from car_damage.data.via import AnnotationFile, AnnotationFormatError, ImageEntry, Region, read_annotation_json
+from car_damage.data.annotations import AnnotationFile, AnnotationFormatError, ImageEntry, Region, read_annotation_json
 
 logger = logging.getLogger(__name__)
 
@@ -94,21 +91,3 @@ def parse_coco(data: Any, source: str = "<memory>") -> AnnotationFile:
 def load_coco(path: str | Path) -> AnnotationFile:
     path = Path(path)
     return parse_coco(read_annotation_json(path), str(path))
-
-
-def decode_rle(rle: Mapping[str, Any], height: int, width: int) -> np.ndarray:
-    """Boolean [height, width] mask from a COCO RLE (compressed string or uncompressed count list)."""
-    rle_height, rle_width = (int(v) for v in rle["size"])
-    if (rle_height, rle_width) != (height, width):
-        raise AnnotationFormatError(
-            f"RLE size {rle_height}x{rle_width} does not match the image size {height}x{width}"
-        )
-    try:
-        return rle_to_mask(dict(rle))
-    except ValueError as exc:
-        raise AnnotationFormatError(f"bad RLE segmentation: {exc}") from exc
-
-
-def encode_rle(mask: np.ndarray) -> dict[str, Any]:
-    """COCO compressed RLE (counts as str, JSON-ready) of one boolean [H, W] mask."""
-    return mask_to_rle(np.asarray(mask, dtype=bool))

@@ -27,9 +27,10 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from car_damage.data.annotations import AnnotationFile, AnnotationFormatError, Region
 from car_damage.data.coco import CATEGORY_ATTRIBUTE, looks_like_coco, parse_coco
 from car_damage.data.images import decode_image
-from car_damage.data.via import AnnotationFile, AnnotationFormatError, Region, looks_like_via, parse_via, region_mask
+from car_damage.data.via import looks_like_via, parse_via, region_mask
 from mrcnn import utils
 
 logger = logging.getLogger(__name__)

@@ -15,63 +15,25 @@ frame; the real data has points at x == width) never raises IndexError.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import skimage.draw
 
+from car_damage.data.annotations import (
+    AnnotationFile,
+    AnnotationFormatError,
+    ImageEntry,
+    Region,
+    read_annotation_json,
+)
+from car_damage.data.rle import decode_rle
+
 logger = logging.getLogger(__name__)
-
-#: Shapes that enclose an area (VIA names) and the extra shapes COCO files produce.
-VIA_AREA_SHAPES = ("polygon", "rect", "circle", "ellipse")
-VIA_LINE_SHAPES = ("polyline",)
-COCO_SHAPES = ("coco_polygons", "rle")
-SUPPORTED_SHAPES = VIA_AREA_SHAPES + VIA_LINE_SHAPES + COCO_SHAPES
-
-
-class AnnotationFormatError(ValueError):
-    """An annotation file that cannot be read; the message names the file and the offending entry."""
-
-
-@dataclass(frozen=True)
-class Region:
-    """One annotated instance: a shape in pixel coordinates plus its attributes (where the class lives)."""
-
-    shape: str
-    params: Mapping[str, Any]
-    attributes: Mapping[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.shape not in SUPPORTED_SHAPES:
-            raise AnnotationFormatError(f"unsupported region shape {self.shape!r}; known: {SUPPORTED_SHAPES}")
-
-
-@dataclass
-class ImageEntry:
-    """One image of an annotation file. ``width``/``height`` are known for COCO, None for VIA."""
-
-    filename: str
-    regions: list[Region]
-    file_size: int | None = None
-    width: int | None = None
-    height: int | None = None
-    file_attributes: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class AnnotationFile:
-    """A parsed annotation file. ``format`` is one of "via1", "via2", "via2-project", "coco"."""
-
-    path: Path
-    format: str
-    images: list[ImageEntry]
-
 
 def _points(shape_attributes: Mapping[str, Any], where: str) -> tuple[list[float], list[float]]:
     xs = shape_attributes.get("all_points_x")
@@ -195,14 +157,6 @@ def looks_like_via(data: Any) -> bool:
     return all(isinstance(v, Mapping) and "filename" in v for v in data.values())
 
 
-def read_annotation_json(path: Path) -> Any:
-    """The JSON of an annotation file (a UTF-8 BOM, as some Windows tools write, is accepted)."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8-sig"))
-    except json.JSONDecodeError as exc:
-        raise AnnotationFormatError(f"{path}: not valid JSON ({exc})") from exc
-
-
 def load_via(path: str | Path) -> AnnotationFile:
     path = Path(path)
     return parse_via(read_annotation_json(path), str(path))
@@ -286,7 +240,5 @@ def region_mask(region: Region, height: int, width: int) -> np.ndarray:
             mask |= _polygon_mask(list(flat[0::2]), list(flat[1::2]), height, width)
         return mask
     if region.shape == "rle":
-        from car_damage.data.coco import decode_rle  # coco imports this module
-
         return decode_rle(p, height, width)
     raise AnnotationFormatError(f"cannot rasterise shape {region.shape!r}")

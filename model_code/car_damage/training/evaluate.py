@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from car_damage.data.coco import encode_rle
+from car_damage.data.rle import mask_to_rle
 from mrcnn import utils
 
 logger = logging.getLogger(__name__)
@@ -138,11 +138,11 @@ def coco_segm_metrics(items: Sequence[ImageDetections], class_names: Sequence[st
         for k in range(item.gt_masks.shape[-1]):
             y1, x1, y2, x2 = (int(v) for v in item.gt_boxes[k])
             gts.append({"id": len(gts) + 1, "image_id": index, "category_id": int(item.gt_class_ids[k]),
-                        "segmentation": encode_rle(item.gt_masks[..., k]), "area": float(item.gt_masks[..., k].sum()),
+                        "segmentation": mask_to_rle(item.gt_masks[..., k]), "area": float(item.gt_masks[..., k].sum()),
                         "bbox": [x1, y1, x2 - x1, y2 - y1], "iscrowd": 0})
         for k in range(item.pred_masks.shape[-1]):
             dets.append({"image_id": index, "category_id": int(item.pred_class_ids[k]),
-                         "segmentation": encode_rle(item.pred_masks[..., k]), "score": float(item.pred_scores[k])})
+                         "segmentation": mask_to_rle(item.pred_masks[..., k]), "score": float(item.pred_scores[k])})
     if not gts or not dets:
         return {}
     ground_truth = COCO()

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from car_damage.answer.geometry import rle_to_mask
 from car_damage.answer.options import InferenceOptions
 from car_damage.answer.predictor import DamagePredictor, _card_or_inferred, _weights_files
 from car_damage.answer.response import validate_response
+from car_damage.data.rle import rle_to_mask
 from car_damage.errors import BadOption, ImageDecodeError, ModelLoadError
 from car_damage.model.card import ModelCard
 from tests.conftest import tiny_config

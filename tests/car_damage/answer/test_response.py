@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pytest
 
-from car_damage.answer.geometry import rle_to_mask
 from car_damage.answer.options import InferenceOptions
 from car_damage.answer.response import (
     SCHEMA_PATH,
@@ -19,6 +18,7 @@ from car_damage.answer.response import (
     load_schema,
     validate_response,
 )
+from car_damage.data.rle import rle_to_mask
 
 HEIGHT, WIDTH = 10, 20
 

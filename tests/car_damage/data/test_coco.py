@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from car_damage.data.coco import decode_rle, encode_rle, parse_coco
-from car_damage.data.via import AnnotationFormatError, region_mask
+from car_damage.data.annotations import AnnotationFormatError
+from car_damage.data.coco import parse_coco
+from car_damage.data.rle import decode_rle, mask_to_rle
+from car_damage.data.via import region_mask
 
 
 def _coco(annotations):
@@ -23,9 +25,9 @@ def test_polygons_rle_bbox_and_crowd():
     data = _coco([
         {"id": 1, "image_id": 7, "category_id": 1, "iscrowd": 0,
          "segmentation": [[0, 0, 2, 0, 2, 2, 0, 2], [6, 4, 8, 4, 8, 6, 6, 6]]},
-        {"id": 2, "image_id": 7, "category_id": 2, "segmentation": encode_rle(square)},
+        {"id": 2, "image_id": 7, "category_id": 2, "segmentation": mask_to_rle(square)},
         {"id": 3, "image_id": 7, "category_id": 2, "bbox": [5, 5, 2, 1]},
-        {"id": 4, "image_id": 7, "category_id": 1, "iscrowd": 1, "segmentation": encode_rle(square)},
+        {"id": 4, "image_id": 7, "category_id": 1, "iscrowd": 1, "segmentation": mask_to_rle(square)},
     ])
     parsed = parse_coco(data, "instances.json")
     assert parsed.format == "coco"

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from car_damage.data.annotations import AnnotationFormatError
 from car_damage.data.dataset import (
     ClassMatcher,
     DamageDataset,
@@ -15,7 +16,6 @@ from car_damage.data.dataset import (
     load_dataset,
     load_split,
 )
-from car_damage.data.via import AnnotationFormatError
 
 
 def _poly(xs, ys, **attributes):

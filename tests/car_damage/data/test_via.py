@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from car_damage.data.via import AnnotationFormatError, Region, load_via, parse_via, region_mask
+from car_damage.data.annotations import AnnotationFormatError, Region
+from car_damage.data.via import load_via, parse_via, region_mask
 
 SQUARE = {"name": "polygon", "all_points_x": [1, 4, 4, 1], "all_points_y": [2, 2, 5, 5]}
 
