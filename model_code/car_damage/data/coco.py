@@ -3,7 +3,7 @@
 Each annotation becomes one ``Region`` whose attributes are ``{"category": <category name>}``, so the class is
 resolved by the same attribute matching as VIA files. Polygon segmentations (a list of flat ``[x1, y1, x2, y2,
 ...]`` lists, several parts per instance allowed) become ``coco_polygons`` regions; RLE segmentations (compressed
-or not) become ``rle`` regions (decoded by ``car_damage.answer.geometry``, the service's RLE code). Crowd annotations
+or not) become ``rle`` regions (decoded by ``car_damage.data.rle``, the codec the service uses too). Crowd annotations
 (``iscrowd: 1``) are not instances and are skipped; annotations with neither polygon nor RLE fall back
 to their ``bbox`` as a rectangle.
 """

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from car_damage.cli import TrainingStopped, TrainOptions, train_model
+from car_damage.training.train import TrainingStopped, TrainOptions, train_model
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from car_damage.cli import TrainOptions, build_parser, main
+from car_damage.cli import build_parser, main
+from car_damage.training.train import TrainOptions
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -86,7 +87,7 @@ def test_missing_dataset_is_a_clear_error(tmp_path, capsys):
 
 
 def test_leaked_val_images_can_be_left_out(seed_scratch_dir, caplog):
-    from car_damage.cli import load_training_data
+    from car_damage.training.train import load_training_data
 
     options = TrainOptions(dataset=seed_scratch_dir, drop_leaked_val=True)
     train_set, val_set, report, leaked = load_training_data(options)

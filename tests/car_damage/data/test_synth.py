@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -10,7 +9,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from car_damage.data import synth
 from car_damage.data.synth import SynthSettings, generate, polygon_mask, render_sample, sample_rng
 
 SMALL = SynthSettings(n=6, val_fraction=0.34, height=96, width=128, seed=7)
@@ -129,29 +127,6 @@ def test_fingerprint_changes_with_any_setting() -> None:
     assert SynthSettings().fingerprint() == SynthSettings().fingerprint()
     assert SynthSettings().fingerprint() != SynthSettings(seed=1).fingerprint()
     assert SynthSettings().fingerprint() != SynthSettings(scratch_bend=0.2).fingerprint()
-
-
-def test_command_line_and_subparser(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = synth.main(["--out", str(tmp_path / "d"), "--n", "3", "--size", "80x64", "--scratches", "1",
-                       "--dents", "0", "--attribute", "Scratch", "--seed", "2"])
-    assert code == 0
-    assert "wrote 2 train + 1 val images (3 scratches, 0 dents)" in capsys.readouterr().out
-    entry = next(iter(json.loads((tmp_path / "d/val/via_region_data.json").read_text()).values()))
-    assert entry["regions"][0]["region_attributes"] == {"Scratch": "scratch"}
-    with Image.open(tmp_path / "d/val" / entry["filename"]) as image:
-        assert image.size == (80, 64)
-
-    parser = argparse.ArgumentParser()
-    synth.add_subparser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["synth", "--out", str(tmp_path / "e"), "--n", "2", "--size", "64"])
-    assert args.func is synth.run and args.size == (64, 64)
-    assert args.func(args) == 0
-    assert (tmp_path / "e/train/via_region_data.json").exists()
-
-    assert synth.main(["--out", str(tmp_path / "f"), "--n", "1"]) == 2  # refused with a message
-    assert "n must be >= 2" in capsys.readouterr().out
-    with pytest.raises(SystemExit):
-        synth.main(["--out", str(tmp_path / "g"), "--scratches", "many"])
 
 
 def test_the_project_via_loader_rebuilds_exactly_the_generated_masks(tmp_path: Path) -> None:
