@@ -292,16 +292,17 @@ def evaluate_weights(
     import json
 
     from car_damage.data.dataset import DamageDataset, load_split
-    from car_damage.training.weights import card_for_weights, inference_model
+    from car_damage.training.weights import card_for_weights, check_weights_file, inference_model
 
     weights, split_dir, out_json = Path(weights), Path(split_dir), Path(out_json)
-    card = card or card_for_weights(weights)
+    info = check_weights_file(weights)  # once: the card (when inferred) and the model load both use it
+    card = card or card_for_weights(weights, info=info)
     classes = list(card.class_names[1:])
     dataset = DamageDataset.from_split(load_split(split_dir, classes, attributes), classes, exclude=exclude)
     if not len(dataset.image_ids):
         raise ValueError(f"{split_dir}: no annotated image to evaluate")
     overrides = {} if min_confidence is None else {"DETECTION_MIN_CONFIDENCE": float(min_confidence)}
-    model, _ = inference_model(weights, card=card, **overrides)
+    model, _ = inference_model(weights, card=card, info=info, **overrides)
     report = evaluate_detections(detect_split(model, dataset, limit), card.class_names)
     out_json.parent.mkdir(parents=True, exist_ok=True)
     plot = plot_precision_recall(report, out_json.with_name(out_json.stem + "_pr.png"))

@@ -151,15 +151,18 @@ def initialise_weights(model: Any, spec: str, coco_path: str | Path | None = Non
 
 
 def card_for_weights(weights_path: str | Path, class_names: list[str] | None = None,
-                     damage_type: str | None = None) -> Any:
-    """The sidecar ModelCard next to ``weights_path``, or one inferred from the file (backbone, class count)."""
+                     damage_type: str | None = None, info: Any = None) -> Any:
+    """The sidecar ModelCard next to ``weights_path``, or one inferred from the file (backbone, class count).
+
+    ``info`` is the file's WeightsInfo when the caller has already inspected it (the file is read once per load).
+    """
     from car_damage.model.card import ModelCard, card_path_for, damage_type_from_filename
 
     weights_path = Path(weights_path)
     card_path = card_path_for(weights_path)
     if card_path.is_file():
         return ModelCard.load(card_path)
-    info = check_weights_file(weights_path)
+    info = info if info is not None else check_weights_file(weights_path)
     damage_type = damage_type or damage_type_from_filename(weights_path) or "damage"
     if class_names is None:
         count = int(info.num_classes) - 1
@@ -170,15 +173,18 @@ def card_for_weights(weights_path: str | Path, class_names: list[str] | None = N
                      config_overrides={"BACKBONE": info.backbone})
 
 
-def inference_model(weights_path: str | Path, model_dir: str | Path = "logs", card: Any = None,
+def inference_model(weights_path: str | Path, model_dir: str | Path = "logs", card: Any = None, info: Any = None,
                     **config_overrides: Any) -> tuple[Any, Any]:
-    """(MaskRCNN in inference mode with the file's weights, its ModelCard); config overrides go on top of the card."""
+    """(MaskRCNN in inference mode with the file's weights, its ModelCard); config overrides go on top of the card.
+
+    ``info``: the file's WeightsInfo when the caller has inspected it already; otherwise it is inspected here, once.
+    """
     from mrcnn.model import MaskRCNN
 
-    card = card or card_for_weights(weights_path)
+    info = info if info is not None else check_weights_file(weights_path)
+    card = card or card_for_weights(weights_path, info=info)
     config = card.to_config(**config_overrides)
     model = MaskRCNN(mode="inference", config=config, model_dir=str(model_dir))
-    info = check_weights_file(weights_path)
     if getattr(info, "num_classes", None) not in (None, config.NUM_CLASSES):
         raise WeightsInitError(f"{weights_path} has {info.num_classes} classes, its card {config.NUM_CLASSES}")
     report = model.load_weights(str(weights_path), by_name=True)

@@ -149,6 +149,44 @@ def test_evaluate_prints_and_writes_json_and_plot(trained):
         assert plot.format == "PNG"
 
 
+@pytest.fixture
+def count_inspections(monkeypatch):
+    """Every ``mrcnn.weights.inspect_weights`` call's path, in order (the real function still runs)."""
+    import mrcnn.weights
+
+    inspected = []
+    real_inspect = mrcnn.weights.inspect_weights
+    monkeypatch.setattr(mrcnn.weights, "inspect_weights",
+                        lambda path: inspected.append(str(path)) or real_inspect(path))
+    return inspected
+
+
+def test_evaluate_inspects_the_weights_file_once(trained, tmp_path, count_inspections):
+    from car_damage.training.evaluate import evaluate_weights
+
+    root, _ = trained
+    weights = root / "out" / "mask_cnn_damage.h5"
+    run = evaluate_weights(weights, root / "data" / "val", tmp_path / "eval.json", limit=1)
+    assert count_inspections == [str(weights)]
+    assert run.class_names == ["BG", "scratch", "dent"]
+
+
+def test_a_card_inferred_from_the_file_reuses_the_inspection(trained, tmp_path, count_inspections):
+    import shutil
+
+    from car_damage.training.weights import card_for_weights, check_weights_file, inference_model
+
+    root, _ = trained
+    weights = tmp_path / "mask_cnn_damage.h5"
+    shutil.copy2(root / "out" / "mask_cnn_damage.h5", weights)  # no .json beside it: the card is inferred
+    card = card_for_weights(weights, info=check_weights_file(weights))
+    assert count_inspections == [str(weights)]
+    assert card.class_names == ["BG", "damage_1", "damage_2"] and card.config_overrides == {"BACKBONE": "tiny"}
+    count_inspections.clear()
+    inference_model(root / "out" / "mask_cnn_damage.h5", model_dir=tmp_path / "logs")  # its sidecar gives the card
+    assert count_inspections == [str(root / "out" / "mask_cnn_damage.h5")]
+
+
 def test_detect_prints_the_service_response(trained):
     from car_damage.answer.response import validate_response
 
