@@ -12,6 +12,7 @@
     ready: false,
     info: null, // GET /models
     file: null,
+    bytes: null, // the photo read once, sent again as is on every option change
     photoUrl: null,
     answer: null,
     startedAt: 0, // performance.now() of the drop / pick / paste / option change being answered
@@ -161,7 +162,7 @@
   function postPhoto(accept) {
     return fetch("/invocations", {
       method: "POST",
-      body: state.file,
+      body: state.bytes,
       headers: {
         "Content-Type": contentType(state.file),
         "Accept": accept,
@@ -240,11 +241,14 @@
   }
 
   // --- Photo in ------------------------------------------------------------------------------------------
-  function takeFile(file) {
+  async function takeFile(file) {
     if (!file) return;
     state.startedAt = performance.now();
     state.file = file;
     state.answer = null;
+    $("photo-name").textContent = `${file.name || "pasted image"} (${A.formatBytes(file.size)})`;
+    state.bytes = await file.arrayBuffer();
+    if (state.file !== file) return; // another photo came in while this one was read
     delete document.body.dataset.errorStatus;
     if (state.photoUrl) URL.revokeObjectURL(state.photoUrl);
     state.photoUrl = URL.createObjectURL(file);
@@ -437,7 +441,10 @@
 
   // --- Wiring --------------------------------------------------------------------------------------------
   function init() {
-    $("file").addEventListener("change", (event) => takeFile(event.target.files[0]));
+    $("file").addEventListener("change", (event) => {
+      takeFile(event.target.files[0]);
+      event.target.value = ""; // so that picking the same photo again sends it again
+    });
     const zone = $("dropzone");
     document.addEventListener("dragover", (event) => {
       event.preventDefault();
