@@ -253,6 +253,7 @@
     if (state.photoUrl) URL.revokeObjectURL(state.photoUrl);
     state.photoUrl = URL.createObjectURL(file);
     $("photo").src = state.photoUrl;
+    $("photo-note").hidden = true;
     $("figure").hidden = false;
     clearResult();
     query();
@@ -264,8 +265,7 @@
     const response = await postPhoto("image/png");
     if (!response.ok) return;
     $("photo").src = URL.createObjectURL(await response.blob());
-    $("legend").prepend(element("span", "This browser cannot show this format: the picture is the " +
-      "service's annotated PNG. ", "note"));
+    $("photo-note").hidden = false;
   }
 
   function photoReady() {
@@ -308,7 +308,7 @@
     const {width, height} = answer.image;
     const overlay = $("overlay");
     overlay.setAttribute("viewBox", `0 0 ${width} ${height}`);
-    const fontSize = Math.max(10, Math.round(Math.max(width, height) / 45));
+    const fontSize = Math.max(8, Math.round(Math.max(width, height) / 60));
     const nodes = [];
     for (const damage of damages) {
       const label = `${letters[damage.type]}${damage.id}`;

@@ -198,7 +198,9 @@ def test_outline_and_row_highlight_each_other(page, test_images_dir) -> None:
 def test_calibration_shows_calibrated_areas(page, test_images_dir) -> None:
     pick(page, test_images_dir / PHOTO)
     assert page.locator("#damages td.calibrated").count() == 0
+    assert page.locator("#frame-width").is_hidden() and page.locator("#pixels-per-unit").is_hidden()
     page.select_option("#calibration", "frame")
+    assert page.locator("#frame-width").is_visible() and page.locator("#pixels-per-unit").is_hidden()
     page.fill("#frame-width", "14")
     with page.expect_response(lambda r: r.url.endswith("/invocations")) as answered:
         page.fill("#frame-height", "18")
@@ -208,7 +210,7 @@ def test_calibration_shows_calibrated_areas(page, test_images_dir) -> None:
     assert answer["calibration"]["frame_width"] == 14.0 and answer["calibration"]["unit"] == "in"
     cells = page.locator("#damages td.calibrated").all_inner_texts()
     assert len(cells) == answer["damage_count"] > 0
-    for cell, damage in zip(cells, answer["damages"]):
+    for cell, damage in zip(cells, answer["damages"], strict=True):
         value, unit = cell.split(" ")
         assert unit == "in²" and float(value.replace(",", "")) == pytest.approx(damage["area"]["value"], abs=5e-4)
     assert "Area (in²)" in page.inner_text("#damages thead")
@@ -282,6 +284,19 @@ def test_bad_files_are_explained_in_words(page, test_images_dir) -> None:
     assert page.locator("#message").is_hidden() and rows(page) > 0
 
 
+def test_a_tiff_photo_is_answered_and_shown_through_the_annotated_png(page, test_images_dir, tmp_path) -> None:
+    from PIL import Image
+
+    tiff = tmp_path / "car.tiff"
+    Image.open(test_images_dir / PHOTO).convert("RGB").save(tiff, format="TIFF")
+    answer = pick(page, tiff)
+    assert rows(page) == answer["damage_count"] > 0
+    page.wait_for_selector("#photo-note:not([hidden])")  # chromium cannot show TIFF: the service's PNG instead
+    size = page.evaluate("[document.getElementById('photo').naturalWidth, "
+                         "document.getElementById('photo').naturalHeight]")
+    assert size == [answer["image"]["width"], answer["image"]["height"]]
+
+
 def test_downloads_are_the_json_and_the_annotated_png(page, test_images_dir) -> None:
     answer = pick(page, test_images_dir / PHOTO)
     with page.expect_download() as json_download:
@@ -334,6 +349,11 @@ def test_page_weight_policy_and_drop_to_drawn_time(browser, served, test_images_
         assert {urlparse(u).path for u, _ in loaded} >= {"/", "/static/app.js", "/static/answer.js",
                                                          "/static/app.css", "/models"}
         assert total <= PAGE_BUDGET_BYTES, loaded
+        # The policy is in force: an injected inline script does not run, and the browser reports it.
+        assert page.evaluate("""() => { const s = document.createElement("script");
+            s.textContent = "window.__inline = 1"; document.head.append(s); return window.__inline; }""") is None
+        page.wait_for_function("() => window.__cspViolations.length > 0")
+        assert page.evaluate("window.__cspViolations")[0].startswith("script-src")
         measured = []
         for _ in range(5):
             answer = send_by_event(page, test_images_dir / PHOTO, "drop")
