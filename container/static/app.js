@@ -308,7 +308,8 @@
     const {width, height} = answer.image;
     const overlay = $("overlay");
     overlay.setAttribute("viewBox", `0 0 ${width} ${height}`);
-    const fontSize = Math.max(8, Math.round(Math.max(width, height) / 60));
+    // Labels about 12 screen pixels high whatever the photo's size (the SVG scales with the photo).
+    const fontSize = 12 * (width / Math.max(1, $("photo").clientWidth || width));
     const nodes = [];
     for (const damage of damages) {
       const label = `${letters[damage.type]}${damage.id}`;
@@ -321,7 +322,7 @@
       path.style.fill = colourOf(damage.type);
       linkHighlight(path, damage.id);
       const text = svgNode("text", {"x": damage.bbox.x + 2, "y": damage.bbox.y + fontSize, "class": "tag",
-        "font-size": fontSize, "aria-hidden": "true"});
+        "font-size": fontSize.toFixed(2), "stroke-width": (fontSize / 4).toFixed(2), "aria-hidden": "true"});
       text.textContent = label;
       text.dataset.damage = String(damage.id);
       nodes.push(path, text);
