@@ -347,7 +347,7 @@ def test_page_weight_policy_and_drop_to_drawn_time(browser, served, test_images_
         loaded = [(r.url, r.request.sizes()["responseBodySize"]) for r in responses if r.url.startswith("http")]
         total = sum(size for _, size in loaded)
         assert {urlparse(u).path for u, _ in loaded} >= {"/", "/static/app.js", "/static/answer.js",
-                                                         "/static/app.css", "/models"}
+                                                         "/static/app.css", "/static/view.js", "/models"}
         assert total <= PAGE_BUDGET_BYTES, loaded
         # The policy is in force: an injected inline script does not run, and the browser reports it.
         assert page.evaluate("""() => { const s = document.createElement("script");
