@@ -187,8 +187,13 @@ def test_a_picked_photo_gives_one_row_and_outline_per_damage_and_the_count_sente
 
 def test_outline_and_row_highlight_each_other(page, test_images_dir) -> None:
     pick(page, test_images_dir / PHOTO)
-    page.focus("#overlay path[data-damage='0']")
+    outline = "#overlay path[data-damage='0']"
+    resting = page.eval_on_selector(outline, "(p) => getComputedStyle(p).strokeWidth")
+    page.keyboard.press("Tab")  # keyboard focus, as a person moves through the page
+    page.focus(outline)
     assert "hot" in page.get_attribute("#damages tbody tr[data-damage='0']", "class")
+    focused = page.eval_on_selector(outline, "(p) => getComputedStyle(p).strokeWidth")
+    assert float(focused.rstrip("px")) > float(resting.rstrip("px")), (resting, focused)  # visible focus
     row = page.locator("#damages tbody tr").last
     row.hover()
     last = row.get_attribute("data-damage")
