@@ -31,6 +31,7 @@ PAGE_BUDGET_BYTES = 150 * 1024
 #: A real photo on which both seeded random tiny models report damages (checked below: the count is > 0).
 PHOTO = "two_scratch.png"
 ANSWER_TIMEOUT_MS = 120_000
+DENT_THRESHOLD = 0.7
 #: Set by the init script: #status texts in order, and Content-Security-Policy violations.
 RECORDER = """
 window.__statusLog = []; window.__cspViolations = [];
@@ -64,7 +65,8 @@ def expected_sentence(answer: dict) -> str:
 def page_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("page_models")
     build_tiny_model_dir(folder, "scratch", seed=7)
-    build_tiny_model_dir(folder, "dent", seed=11)
+    # The dent model has its own threshold, so a lower min_score needs a new request (not a filter).
+    build_tiny_model_dir(folder, "dent", seed=11, DETECTION_MIN_CONFIDENCE=DENT_THRESHOLD)
     return folder
 
 
@@ -257,6 +259,16 @@ def send_by_event(page: Any, path: Path, event: str) -> dict:
     page.wait_for_function("(before) => (document.body.dataset.drawn || '') !== before && "
                            "!document.body.dataset.busy", arg=drawn_before, timeout=ANSWER_TIMEOUT_MS)
     return answer
+
+
+def test_a_lower_min_score_than_the_answers_threshold_asks_the_service_again(page, test_images_dir) -> None:
+    answer = pick(page, test_images_dir / PHOTO)
+    assert max(m["min_score"] for m in answer["models"]) == DENT_THRESHOLD
+    with page.expect_request(lambda r: r.url.endswith("/invocations")) as sent:
+        page.fill("#min-score", "0.5")
+        page.locator("#min-score").dispatch_event("change")
+    assert "min_score=0.5" in sent.value.headers["x-amzn-sagemaker-custom-attributes"]
+    page.wait_for_function("() => !document.body.dataset.busy")
 
 
 def test_drop_and_paste_work_like_the_picker(page, test_images_dir) -> None:
