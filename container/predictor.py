@@ -8,6 +8,7 @@ Routes (see ``docs/service.md``):
   Options come from ``X-Amzn-SageMaker-Custom-Attributes`` (``key=value;key=value``) and the query string
   (the header wins when both name the same key: it is the channel SageMaker guarantees).
 - ``GET /execution-parameters``: what Batch Transform should send us.
+- ``GET /``, ``GET /static/<name>``, ``GET /models``: the web page for people (``page.py``).
 Every error is ``{"error": ..., "detail": ...}`` with the status of the ``car_damage.errors.ServiceError`` it
 came from; anything unexpected is a 500 that is logged with its traceback and never shows one to the caller.
 
@@ -31,6 +32,7 @@ from typing import Any, Protocol
 
 import numpy as np
 from flask import Flask, Response, g, request
+from page import page_blueprint
 from werkzeug.exceptions import HTTPException
 
 from car_damage.answer.options import InferenceOptions, options_from_request
@@ -270,7 +272,7 @@ def create_app(predictor: Predictor | None = None, *, loader: Callable[[], Predi
         raise ValueError("create_app needs exactly one of predictor= or loader=")
     settings = settings or ServiceSettings()
     slot = ModelSlot(predictor)
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # page_blueprint serves the page's files, with its headers
     app.extensions["model_slot"] = slot
     app.extensions["service_settings"] = settings
 
@@ -358,6 +360,7 @@ def create_app(predictor: Predictor | None = None, *, loader: Callable[[], Predi
         response.headers[HEADER_DAMAGE_COUNT] = str(result.get("damage_count", ""))
         return response
 
+    app.register_blueprint(page_blueprint)
     if loader is not None:
         slot.start_loading(loader)
     return app

@@ -268,7 +268,7 @@ def run_demo(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     with ServiceProcess(args.model_dir, port, log_path) as service:
         ready = service.wait_ready(timeout=args.ready_timeout)
-        print(f"/ping answered 200 after {ready:.1f}s")
+        print(f"/ping answered 200 after {ready:.1f}s; the page (while the demo runs): {service.url}/")
         answers = query_service(service.url, images, args.out)
     print(f"\nService stopped. Annotated images: {args.out}/ (service log: {log_path})")
     if answers:
@@ -282,7 +282,7 @@ def run_demo(args: argparse.Namespace) -> int:
           f"{settings.data.num_val} images; model trained in {model.train_seconds:.0f}s"
           f"{', taken from the cache' if model.cached else ''})")
     print(f"Demo finished in {time.perf_counter() - started:.0f}s. "
-          f"Keep the service running: make serve MODEL_DIR={args.model_dir}")
+          f"Keep the service running: make serve MODEL_DIR={args.model_dir} (then open the page it prints)")
     return 0
 
 
@@ -295,6 +295,7 @@ def run_serve(args: argparse.Namespace) -> int:
         return 2
     port = args.port or 8080
     print(f"Serving {', '.join(w.name for w in weights)} from {args.model_dir} on http://127.0.0.1:{port}\n"
+          f"  the page: http://127.0.0.1:{port}/ (open it in a browser, drop a photo)\n"
           f"  curl -X POST http://127.0.0.1:{port}/invocations -H 'Content-Type: image/jpeg' "
           f"--data-binary @car.jpg", flush=True)
     env = ServiceProcess.environment(args.model_dir, port)

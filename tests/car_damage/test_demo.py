@@ -96,6 +96,15 @@ def test_serve_refuses_a_folder_without_weights(tmp_path: Path, capsys: pytest.C
     assert "no mask_cnn_<type>.h5" in capsys.readouterr().out
 
 
+def test_serve_prints_the_page_url_then_becomes_container_serve(tmp_path: Path, capsys, monkeypatch) -> None:
+    (tmp_path / "mask_cnn_scratch.h5").write_bytes(b"")
+    became: list[list[str]] = []
+    monkeypatch.setattr(demo.os, "execve", lambda path, argv, env: became.append(argv))
+    assert demo.main(["--serve", "--model-dir", str(tmp_path), "--port", "18081"]) == 0
+    assert "the page: http://127.0.0.1:18081/ " in capsys.readouterr().out
+    assert became and became[0][-1].endswith("container/serve")
+
+
 def test_service_environment_points_at_the_model_and_port(tmp_path: Path) -> None:
     env = demo.ServiceProcess.environment(tmp_path, 18080)
     assert env["MODEL_DIR"] == str(tmp_path.resolve()) and env["SAGEMAKER_BIND_TO_PORT"] == "18080"
@@ -133,6 +142,7 @@ def test_demo_end_to_end_at_a_tiny_size(tmp_path: Path, capsys: pytest.CaptureFi
     map50 = float(re.search(r"Held-out synthetic mask mAP@0\.5: ([0-9.]+)", printed).group(1))
     assert 0.0 <= map50 <= 1.0
     port = int(re.search(r"http://127\.0\.0\.1:(\d+)", printed).group(1))
+    assert f"the page (while the demo runs): http://127.0.0.1:{port}/" in printed
     assert _port_is_closed(port), "the service still listens after the demo"
     card = ModelCard.load(tmp_path / "model" / "mask_cnn_scratch.json")
     assert card.version.startswith("synthetic-demo-") and card.metrics["synthetic_val_mask_map50"] == map50

@@ -333,7 +333,7 @@ def test_unexpected_loader_exception_is_reported_not_raised() -> None:
 
 
 def test_unknown_route_and_wrong_method_are_json(client) -> None:
-    missing = client.get("/models")
+    missing = client.get("/no-such-route")
     assert missing.status_code == 404 and missing.get_json()["error"] == "not_found"
     wrong = client.get("/invocations")
     assert wrong.status_code == 405 and wrong.get_json()["error"] == "method_not_allowed"

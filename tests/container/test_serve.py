@@ -111,7 +111,7 @@ def test_garbage_and_truncated_jpeg_are_400(live_server, test_images_dir: Path) 
 
 
 def test_other_routes_are_json_404_and_batch_parameters_answer(live_server) -> None:
-    missing = requests.get(live_server.url + "/models", timeout=10)
+    missing = requests.get(live_server.url + "/no-such-route", timeout=10)
     assert missing.status_code == 404 and missing.json()["error"] == "not_found"
     params = requests.get(live_server.url + "/execution-parameters", timeout=10).json()
     assert params == {"MaxConcurrentTransforms": 1, "BatchStrategy": "SINGLE_RECORD", "MaxPayloadInMB": 6}
