@@ -30,6 +30,7 @@ from pathlib import Path
 
 from car_damage import synth
 from car_damage.model_card import ModelCard, card_path_for
+from car_damage.preflight import ensure_service_tools
 
 logger = logging.getLogger(__name__)
 
@@ -345,6 +346,7 @@ def query_service(url: str, images: Sequence[Path], out_dir: Path) -> list[tuple
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    ensure_service_tools()  # before training: a missing nginx must not cost minutes
     settings = settings_from_args(args)
     started = time.perf_counter()
     model = prepare_model(settings, args.cache)
@@ -382,6 +384,7 @@ def run_serve(args: argparse.Namespace) -> int:
         print(f"error: no mask_cnn_<type>.h5 in {args.model_dir}; run `make demo` first or pass "
               f"MODEL_DIR=<folder with your mask_cnn_scratch.h5>")
         return 2
+    ensure_service_tools()
     port = args.port or 8080
     print(f"Serving {', '.join(w.name for w in weights)} from {args.model_dir} on http://127.0.0.1:{port}\n"
           f"  curl -X POST http://127.0.0.1:{port}/invocations -H 'Content-Type: image/jpeg' "
