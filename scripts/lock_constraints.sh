@@ -59,6 +59,11 @@ for variant in "${variants[@]}"; do
         resolve "$pyver" "$work" "${requirements[@]}" >"$work.new"
         sort -u "$work" "$work.new" -o "$work"
     done
+    if [ "$variant" = cpu ]; then
+        # tf-keras requires "tensorflow"; on the CPU image tensorflow-cpu is that package (Dockerfile: --no-deps).
+        grep -v -E '^tensorflow==' "$work" >"$work.new"
+        mv "$work.new" "$work"
+    fi
     {
         echo "# pip constraints for the ${variant} image: made by scripts/lock_constraints.sh ${variant} (make constraints)"
         echo "# on $(date -u +%Y-%m-%d) against ${index}; Pythons ${PYTHONS}. Do not edit by hand."

@@ -88,8 +88,16 @@ EOF
     done
     chroot "$root" update-ca-certificates >/dev/null
     say "trusting ${count} extra CA certificate(s) from ${CA_DIR}"
-    # Nothing of the bootstrap's download cache or package lists ships in the base.
-    rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/var/log/*.log
+    # Nothing of the bootstrap's download cache, package lists, translations or documentation ships in the base;
+    # dpkg is told to leave the latter out of later installs too.
+    rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/var/log/*.log \
+        "$root"/usr/share/locale/* "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/info/*
+    cat >"$root/etc/dpkg/dpkg.cfg.d/01-no-docs" <<'EOF'
+path-exclude=/usr/share/doc/*
+path-exclude=/usr/share/man/*
+path-exclude=/usr/share/info/*
+path-exclude=/usr/share/locale/*
+EOF
     say "importing the base as ${LOCAL_BASE}"
     tar -C "$root" --numeric-owner -c . \
         | docker import --change 'CMD ["/bin/bash"]' --message "debootstrap ${SUITE} minbase from ${mirror}" \

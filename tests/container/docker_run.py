@@ -20,6 +20,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 MAKE_IMAGE = REPO_ROOT / "scripts" / "make_image.sh"
 #: The image `make image` builds; CAR_DAMAGE_IMAGE names an already built one to test as it is.
 DEFAULT_IMAGE = "car-damage:cpu"
+#: The Debian base make_image.sh makes when no --base-image is given.
+LOCAL_BASE = "car-damage-base:bookworm"
 ENV_IMAGE = "CAR_DAMAGE_IMAGE"
 #: A fresh CI machine builds the base and the image: generous, bounded.
 BUILD_TIMEOUT_S = 1800

@@ -162,7 +162,9 @@ def test_tensorflow_variants_come_from_pyproject_extras(dockerfile) -> None:
     build_args = dict(a.split("=", 1) for a in args_of(dockerfile, "ARG") if "=" in a)
     assert build_args["TF_VARIANT"] == "gpu"
     installs = [r for r in args_of(dockerfile, "RUN") if "pip install" in r]
-    assert any('-r "constraints-${TF_VARIANT}.txt"' in r for r in installs), "dependencies from the pinned set"
+    deps = next(r for r in installs if "-r requirements.txt" in r)
+    assert '"constraints-${TF_VARIANT}.txt" > requirements.txt' in deps, "dependencies from the pinned set"
+    assert '--no-deps -c "constraints-${TF_VARIANT}.txt" tf_keras' in deps
     project = next(r for r in installs if '".[serve,eval,${TF_VARIANT}]"' in r)
     assert "--no-deps" in project, "the project adds no unpinned dependency"
     assert {"flask", "gunicorn"} <= {re.split(r"[<>=\[ ]", d)[0] for d in extras["serve"]}
@@ -213,5 +215,8 @@ def test_constraints_pin_every_runtime_requirement(variant: str) -> None:
     for requirement in wanted:
         name = re.sub(r"[-_.]+", "-", re.split(r"[<>=!~\[ ;]", requirement)[0]).lower()
         assert name in pins, f"{requirement} is not pinned in constraints-{variant}.txt"
-    assert {"pip", "setuptools", "wheel", "tensorflow"} <= pins.keys()
-    assert pins["tensorflow"].startswith("2.21.")
+    assert {"pip", "setuptools", "wheel"} <= pins.keys()
+    # The CPU image installs tensorflow-cpu only: "tensorflow" (what tf-keras asks for) is TensorFlow's CUDA build.
+    tensorflow = "tensorflow" if variant == "gpu" else "tensorflow-cpu"
+    assert pins[tensorflow].startswith("2.21.")
+    assert variant == "gpu" or "tensorflow" not in pins

@@ -17,6 +17,7 @@ import subprocess
 import tarfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -26,14 +27,22 @@ import requests
 from PIL import Image, ImageOps
 
 from car_damage.response import validate_response
+from tests.conftest import require_tool
 from tests.container.docker_run import (
+    BUILD_TIMEOUT_S,
+    LOCAL_BASE,
+    REPO_ROOT,
     Container,
     DockerUnavailable,
+    build_image,
     docker_engine,
+    free_port,
     image_under_test,
     readable_by_all,
     run_container,
 )
+
+BUILD_AND_PUSH = REPO_ROOT / "scripts" / "build_and_push.sh"
 
 HTTP_TIMEOUT_S = 60
 #: SageMaker sends SIGKILL this long after SIGTERM.
@@ -237,3 +246,115 @@ def test_train_against_an_opt_ml_folder(image: str, tmp_path: Path, synth_datase
     assert failed.returncode == 1
     failure = (bad / "output" / "failure").read_text()
     assert failure.startswith("HyperparameterError: hyperparameter epochs='two': expected an integer"), failure
+
+
+# --- scripts/build_and_push.sh against a real registry (Debian's docker-registry on 127.0.0.1) ---------------------
+REGISTRY_CONFIG = """version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: {root}
+http:
+  addr: 127.0.0.1:{port}
+"""
+#: The ECR side stays a stub: account, repository present, tag absent, a login password.
+AWS_STUB = """#!/usr/bin/env bash
+case "$1 $2" in
+  "sts get-caller-identity") echo 123456789012 ;;
+  "ecr describe-repositories") echo '{"repositories": [{}]}' ;;
+  "ecr describe-images")
+    echo "An error occurred (ImageNotFoundException) when calling the DescribeImages operation" >&2; exit 254 ;;
+  "ecr get-login-password") echo stub-password ;;
+  *) echo "unexpected aws call: $*" >&2; exit 99 ;;
+esac
+"""
+
+
+@pytest.fixture
+def local_registry(tmp_path: Path) -> Iterator[str]:
+    binary = require_tool("docker-registry")
+    port = free_port()
+    config = tmp_path / "registry.yml"
+    config.write_text(REGISTRY_CONFIG.format(root=tmp_path / "registry-data", port=port))
+    with open(tmp_path / "registry.log", "wb") as log:
+        process = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/v2/", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        else:
+            raise AssertionError(f"docker-registry never answered:\n{(tmp_path / 'registry.log').read_text()}")
+        yield f"127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_build_and_push_to_a_real_registry_then_pull_and_serve(image: str, local_registry: str, tmp_path: Path,
+                                                               tiny_model_dir: Path, test_images_dir: Path,
+                                                               containers) -> None:
+    stubs = tmp_path / "stubs"
+    stubs.mkdir()
+    (stubs / "aws").write_text(AWS_STUB)
+    (stubs / "aws").chmod(0o755)
+    tag = f"test-{uuid.uuid4().hex[:8]}-cpu"
+    env = dict(os.environ, PATH=f"{stubs}{os.pathsep}{os.environ['PATH']}")
+    pushed = subprocess.run(
+        ["bash", str(BUILD_AND_PUSH), "--region", "us-east-1", "--cpu", "--base-image", LOCAL_BASE,
+         "--registry", local_registry, "--allow-dirty", "car-damage", tag],
+        capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, env=env, cwd=tmp_path)
+    assert pushed.returncode == 0, pushed.stderr[-4000:]
+    uri = f"{local_registry}/car-damage:{tag}"
+    assert pushed.stdout == uri + "\n"
+    built_id = docker_output("image", "inspect", "--format", "{{.Id}}", uri)
+
+    # The registry has it; the local copy goes, and the pull brings back the same image.
+    listing = requests.get(f"http://{local_registry}/v2/car-damage/tags/list", timeout=10).json()
+    assert tag in listing["tags"]
+    manifest = requests.head(f"http://{local_registry}/v2/car-damage/manifests/{tag}", timeout=10, headers={
+        "Accept": "application/vnd.docker.distribution.manifest.v2+json"})
+    digest = manifest.headers["Docker-Content-Digest"]
+    docker_output("rmi", uri)
+    docker_output("pull", uri)
+    assert docker_output("image", "inspect", "--format", "{{.Id}}", uri) == built_id
+    assert f"{local_registry}/car-damage@{digest}" in docker_output("image", "inspect", "--format",
+                                                                  "{{json .RepoDigests}}", uri)
+    try:
+        served = run_container(uri, "serve", volumes={readable_by_all(tiny_model_dir): "/opt/ml/model:ro"})
+        containers.append(served)
+        served.wait_ready()
+        assert invoke(served, (test_images_dir / "a.jpg").read_bytes()).status_code == 200
+    finally:
+        subprocess.run(["docker", "rmi", "-f", uri], capture_output=True, timeout=60)
+
+
+def docker_output(*argv: str) -> str:
+    result = subprocess.run(["docker", *argv], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, f"docker {' '.join(argv)}: {result.stderr[-2000:]}"
+    return result.stdout.strip()
+
+
+# --- the GPU variant on the Debian base, without a GPU ---------------------------------------------------------------
+@pytest.mark.slow
+def test_gpu_variant_resolves_imports_and_serves_on_the_cpu(image: str, tmp_path: Path, tiny_model_dir: Path,
+                                                            test_images_dir: Path, containers) -> None:
+    """TF_VARIANT=gpu from the same Dockerfile: tensorflow[and-cuda] installs and imports (a CUDA build), and with no
+    GPU the service says so in one line and answers on the CPU. Its size is printed for docs/benchmarks.md."""
+    gpu_image = build_image(tmp_path / "make_image_gpu.log", "--variant", "gpu", "--tag", "car-damage:gpu")
+    probe = docker_output("run", "--rm", "--network", "host", "-e", "TF_CPP_MIN_LOG_LEVEL=3", gpu_image, "python3",
+                          "-c", "import tensorflow as tf; print(tf.__version__, tf.test.is_built_with_cuda(), "
+                          "len(tf.config.list_physical_devices('GPU')))")
+    assert probe.splitlines()[-1].split() == ["2.21.0", "True", "0"], probe
+    container = run_container(gpu_image, "serve", volumes={readable_by_all(tiny_model_dir): "/opt/ml/model:ro"})
+    containers.append(container)
+    container.wait_ready()
+    assert invoke(container, (test_images_dir / "a.jpg").read_bytes()).status_code == 200
+    notices = [line for line in container.logs().splitlines() if "the GPU image serves on the CPU" in line]
+    assert len(notices) == 1, container.logs()[-3000:]
+    size = int(docker_output("image", "inspect", "--format", "{{.Size}}", gpu_image))
+    print(f"car-damage:gpu on the Debian base: {size / 1e9:.2f} GB")
