@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 MODEL_DIR ?= demo_model
 PORT ?= 8080
 
-.PHONY: venv test test-all lint demo serve bench clean
+.PHONY: venv test test-all lint demo serve bench clean image image-gpu constraints
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,19 @@ serve: venv
 
 bench: venv
 	$(PY) benchmarks/bench_inference.py
+
+# The serving image. Without BASE_IMAGE a Debian 12 base is made here (debootstrap + docker import, cached);
+# `make image BASE_IMAGE=ubuntu:22.04` builds on a base pulled from a registry. scripts/make_image.sh --help.
+image:
+	bash scripts/make_image.sh --variant cpu $(if $(BASE_IMAGE),--base-image $(BASE_IMAGE))
+
+# The CUDA variant, on the CUDA base where it can be pulled (BASE_IMAGE= overrides, e.g. the Debian base).
+image-gpu:
+	bash scripts/make_image.sh --variant gpu --base-image $(or $(BASE_IMAGE),nvidia/cuda:12.5.1-base-ubuntu22.04)
+
+# Re-pin the image's dependencies (container/constraints-{cpu,gpu}.txt) from the index.
+constraints:
+	bash scripts/lock_constraints.sh
 
 clean:
 	rm -rf demo_out .pytest_cache

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the SageMaker container (container/Dockerfile) and push it to Amazon ECR.
 #
-#   scripts/build_and_push.sh [--region R] [--cpu] [--latest] [--allow-dirty] IMAGE [TAG]
+#   scripts/build_and_push.sh [--region R] [--cpu] [--base-image B] [--registry HOST] [--latest] [--allow-dirty]
+#                             IMAGE [TAG]
 #
 # IMAGE  ECR repository name (created when missing), e.g. car-damage
 # TAG    default: the git commit (12 hex digits), plus "-cpu" for --cpu. Tags are treated as immutable:
@@ -10,13 +11,16 @@
 #        be the commit its tag names) unless --allow-dirty, which tags <commit>-dirty-<UTC timestamp>.
 # --region R     AWS region; else $AWS_REGION, $AWS_DEFAULT_REGION, `aws configure get region`; else an error
 # --cpu          CPU image (build args TF_VARIANT=cpu, BASE_IMAGE=ubuntu:22.04); default is the GPU image
+# --base-image B build FROM B (e.g. car-damage-base:bookworm from `make image`) instead of the variant's default
+# --registry H   tag and push to H (host[:port]) instead of <account>.dkr.ecr.<region>.amazonaws.com; the ECR
+#                calls (repository, tag check, login password) are still made: for a registry standing in for ECR
 # --latest       also tag and push IMAGE:latest (the repository is MUTABLE for that one moving tag)
 #
 # Only the image URI goes to stdout, so `IMAGE_URI=$(scripts/build_and_push.sh car-damage)` works;
 # progress and errors go to stderr. Needs the aws CLI v2, docker (with buildx for --platform) and git.
 set -euo pipefail
 
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2; }
+usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' >&2; }
 die() { echo "build_and_push: error: $*" >&2; exit 1; }
 say() { echo "build_and_push: $*" >&2; }
 
@@ -24,12 +28,16 @@ region=""
 cpu=0
 latest=0
 allow_dirty=0
+base_image=""
+registry=""
 positional=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --region) [ $# -ge 2 ] || die "--region needs a value"; region="$2"; shift 2 ;;
         --region=*) region="${1#*=}"; shift ;;
         --cpu) cpu=1; shift ;;
+        --base-image) [ $# -ge 2 ] || die "--base-image needs a value"; base_image="$2"; shift 2 ;;
+        --registry) [ $# -ge 2 ] || die "--registry needs a value"; registry="$2"; shift 2 ;;
         --latest) latest=1; shift ;;
         --allow-dirty) allow_dirty=1; shift ;;
         -h|--help) usage; exit 0 ;;
@@ -74,11 +82,13 @@ suffix=""
 build_args=()
 if [ "$cpu" -eq 1 ]; then
     suffix="-cpu"
-    build_args=(--build-arg TF_VARIANT=cpu --build-arg BASE_IMAGE=ubuntu:22.04)
+    build_args=(--build-arg TF_VARIANT=cpu --build-arg "BASE_IMAGE=${base_image:-ubuntu:22.04}")
+elif [ -n "$base_image" ]; then
+    build_args=(--build-arg "BASE_IMAGE=${base_image}")
 fi
 tag="${explicit_tag:-${commit}${dirty}${suffix}}"
 
-registry="${account}.dkr.ecr.${region}.amazonaws.com"
+registry="${registry:-${account}.dkr.ecr.${region}.amazonaws.com}"
 uri="${registry}/${image}:${tag}"
 say "image ${uri}"
 
@@ -116,8 +126,9 @@ aws ecr get-login-password --region "$region" \
 tags=(-t "$uri")
 if [ "$latest" -eq 1 ]; then tags+=(-t "${registry}/${image}:latest"); fi
 say "building (${tag}) for linux/amd64"
-# ${a[@]+"${a[@]}"}: an empty array under `set -u` in macOS's bash 3.2.
-docker build --platform linux/amd64 -f container/Dockerfile ${build_args[@]+"${build_args[@]}"} "${tags[@]}" . >&2
+# ${a[@]+"${a[@]}"}: an empty array under `set -u` in macOS's bash 3.2. --network host: the build's pip reaches
+# the index where dockerd runs without a bridge network (and changes nothing where it has one).
+docker build --network host --platform linux/amd64 -f container/Dockerfile ${build_args[@]+"${build_args[@]}"} "${tags[@]}" . >&2
 
 docker push "$uri" >&2
 if [ "$latest" -eq 1 ]; then docker push "${registry}/${image}:latest" >&2; fi

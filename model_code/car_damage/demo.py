@@ -27,6 +27,7 @@ from pathlib import Path
 from car_damage.data import synth
 from car_damage.local_service import REPO_ROOT, ServiceProcess, find_free_port, post_image, serve_script
 from car_damage.model.card import ModelCard, card_path_for
+from car_damage.preflight import ensure_service_tools
 
 logger = logging.getLogger(__name__)
 
@@ -256,6 +257,7 @@ def query_service(url: str, images: Sequence[Path], out_dir: Path) -> list[tuple
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    ensure_service_tools()  # before training: a missing nginx must not cost minutes
     settings = settings_from_args(args)
     started = time.perf_counter()
     model = prepare_model(settings, args.cache)
@@ -293,6 +295,7 @@ def run_serve(args: argparse.Namespace) -> int:
         print(f"error: no mask_cnn_<type>.h5 in {args.model_dir}; run `make demo` first or pass "
               f"MODEL_DIR=<folder with your mask_cnn_scratch.h5>")
         return 2
+    ensure_service_tools()
     port = args.port or 8080
     print(f"Serving {', '.join(w.name for w in weights)} from {args.model_dir} on http://127.0.0.1:{port}\n"
           f"  the page: http://127.0.0.1:{port}/ (open it in a browser, drop a photo)\n"

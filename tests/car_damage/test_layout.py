@@ -18,7 +18,8 @@ ALLOWED = {
     "deploy": {"model"},
     "local_service": set(),
     "cli": {"errors", "model", "data", "answer", "training"},
-    "demo": {"errors", "model", "data", "answer", "training", "local_service"},
+    "demo": {"errors", "model", "data", "answer", "training", "local_service", "preflight"},
+    "preflight": set(),
     "__main__": {"cli"},
     "__init__": set(),
 }

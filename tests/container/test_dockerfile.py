@@ -1,4 +1,4 @@
-"""The Dockerfile cannot be built here (no Docker): lint it with hadolint and check that it agrees with the code.
+"""Lint the Dockerfile with hadolint and check that it agrees with the code (test_image.py builds and runs it).
 
 Every COPY source must exist and survive .dockerignore, every path and name it relies on (serve, train,
 wsgi:app, nginx.conf, the pyproject extras, MODEL_DIR, the port label) must match what the code uses.
@@ -111,6 +111,8 @@ def test_every_copy_source_exists_and_is_sent_to_the_daemon(dockerfile) -> None:
     copies = args_of(dockerfile, "COPY")
     assert copies, "the Dockerfile copies nothing"
     for arguments in copies:
+        if arguments.startswith("--from="):
+            continue  # from the build stage, not from the context
         words = [w for w in shlex.split(arguments) if not w.startswith("--")]
         for source in words[:-1]:
             assert (REPO_ROOT / source).exists(), f"COPY source {source} does not exist in the build context"
@@ -123,7 +125,8 @@ def test_container_scripts_are_where_the_image_runs_them(dockerfile) -> None:
     copies = [shlex.split(a) for a in args_of(dockerfile, "COPY")]
     assert ["container", PROGRAM_DIR] in copies
     env = " ".join(args_of(dockerfile, "ENV"))
-    assert re.search(r'PATH="?/opt/program:\$\{PATH\}', env), "serve/train must be on PATH"
+    assert re.search(r'PATH="?/opt/program:[^"]*/opt/venv/bin:\$\{PATH\}', env), \
+        "serve/train first on PATH, then the venv's python"
     cmd = json.loads(args_of(dockerfile, "CMD")[-1])  # exec form is a JSON array, or this raises
     assert cmd == ["serve"]
     assert not args_of(dockerfile, "ENTRYPOINT"), "no ENTRYPOINT: `docker run IMAGE train` must reach train"
@@ -148,6 +151,7 @@ def test_image_settings_match_the_code(dockerfile) -> None:
     assert "PYTHONUNBUFFERED=1" in env
     assert "TF_FORCE_GPU_ALLOW_GROWTH=true" in env
     assert f"{predictor.ENV_MODEL_DIR}={predictor.DEFAULT_MODEL_DIR}" in env
+    assert "HOST=0.0.0.0" in env.split(), "inside the image nginx must listen on every interface"
     assert args_of(dockerfile, "EXPOSE") == ["8080"]
 
 
@@ -157,12 +161,62 @@ def test_tensorflow_variants_come_from_pyproject_extras(dockerfile) -> None:
     extras = pyproject["project"]["optional-dependencies"]
     build_args = dict(a.split("=", 1) for a in args_of(dockerfile, "ARG") if "=" in a)
     assert build_args["TF_VARIANT"] == "gpu"
-    install = next(r for r in args_of(dockerfile, "RUN") if "pip install" in r)
-    assert '".[serve,eval,${TF_VARIANT}]"' in install
+    installs = [r for r in args_of(dockerfile, "RUN") if "pip install" in r]
+    deps = next(r for r in installs if "-r requirements.txt" in r)
+    assert '"constraints-${TF_VARIANT}.txt" > requirements.txt' in deps, "dependencies from the pinned set"
+    assert '--no-deps -c "constraints-${TF_VARIANT}.txt" tf_keras' in deps
+    project = next(r for r in installs if '".[serve,eval,${TF_VARIANT}]"' in r)
+    assert "--no-deps" in project, "the project adds no unpinned dependency"
     assert {"flask", "gunicorn"} <= {re.split(r"[<>=\[ ]", d)[0] for d in extras["serve"]}
     assert "tensorflow[and-cuda]==2.21.*" in extras["gpu"]
     assert "tensorflow-cpu==2.21.*" in extras["cpu"]
     # TF 2.21 wheels are built for CUDA 12.5 / cuDNN 9: a CUDA 12.5 base, and no second cuDNN under pip's.
     base = build_args["BASE_IMAGE"]
     assert re.fullmatch(r"nvidia/cuda:12\.5\.\d+-base-ubuntu2[24]\.04", base), base
-    assert args_of(dockerfile, "FROM") == ["${BASE_IMAGE}"]
+    assert args_of(dockerfile, "FROM") == ["${BASE_IMAGE} AS build", "${BASE_IMAGE}"]
+
+
+def final_stage(dockerfile) -> list[tuple[str, str]]:
+    starts = [i for i, (instruction, _) in enumerate(dockerfile) if instruction == "FROM"]
+    return dockerfile[starts[-1]:]
+
+
+def test_final_stage_has_the_venv_but_no_compiler_or_pip_cache(dockerfile) -> None:
+    build_runs = " ".join(args_of(dockerfile[: dockerfile.index(final_stage(dockerfile)[0])], "RUN"))
+    assert "python3 -m venv /opt/venv" in build_runs and "python3-venv" in build_runs
+    final = final_stage(dockerfile)
+    final_runs = " ".join(args_of(final, "RUN"))
+    for unwanted in ("gcc", "python3-dev", "build-essential", "pip install", "python3-pip"):
+        assert unwanted not in final_runs, f"{unwanted} in the final stage"
+    assert "rm -rf /var/lib/apt/lists/*" in final_runs
+    copies = args_of(final, "COPY")
+    assert "--from=build /opt/venv /opt/venv" in copies and "--from=build /opt/project /opt/project" in copies
+    assert all("--no-cache-dir" in r for r in args_of(dockerfile, "RUN") if "pip install" in r)
+
+
+@pytest.mark.parametrize("variant", ["cpu", "gpu"])
+def test_constraints_pin_every_runtime_requirement(variant: str) -> None:
+    """Every package of the image's extras has exactly one name==version pin, made by the documented script."""
+    tomllib = pytest.importorskip("tomllib", reason="Python >= 3.11 reads pyproject.toml")
+    text = (REPO_ROOT / "container" / f"constraints-{variant}.txt").read_text()
+    assert f"scripts/lock_constraints.sh {variant}" in text.splitlines()[0]
+    assert (REPO_ROOT / "scripts" / "lock_constraints.sh").is_file()
+    pins = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, version = line.split("==")
+            assert re.fullmatch(r"[0-9][0-9A-Za-z.+]*", version), line
+            key = re.sub(r"[-_.]+", "-", name).lower()
+            assert key not in pins, f"{name} pinned twice"
+            pins[key] = version
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    wanted = project["dependencies"] + [d for extra in ("serve", "eval", variant)
+                                        for d in project["optional-dependencies"][extra]]
+    for requirement in wanted:
+        name = re.sub(r"[-_.]+", "-", re.split(r"[<>=!~\[ ;]", requirement)[0]).lower()
+        assert name in pins, f"{requirement} is not pinned in constraints-{variant}.txt"
+    assert {"pip", "setuptools", "wheel"} <= pins.keys()
+    # The CPU image installs tensorflow-cpu only: "tensorflow" (what tf-keras asks for) is TensorFlow's CUDA build.
+    tensorflow = "tensorflow" if variant == "gpu" else "tensorflow-cpu"
+    assert pins[tensorflow].startswith("2.21.")
+    assert variant == "gpu" or "tensorflow" not in pins

@@ -1,7 +1,8 @@
 """scripts/build_and_push.sh with stub `aws` and `docker` executables on PATH that log their arguments.
 
 The script runs from a copy inside a throw-away git repository (so "clean" and "dirty" are under the test's
-control); PATH holds only the stubs and /usr/bin:/bin (where neither a real aws nor docker lives).
+control); PATH holds only the stubs and links to the few system tools the script uses (a real docker may live in
+/usr/bin: the Docker tests install docker.io, so PATH must not simply include it).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "scripts" / "build_and_push.sh"
 ACCOUNT = "123456789012"
-SYSTEM_PATH = "/usr/bin:/bin"
+#: What the script and the stubs run besides aws and docker.
+SYSTEM_TOOLS = ("bash", "cat", "date", "dirname", "git", "sed")
 
 # Canned answers keyed on the aws sub-command; STUB_* variables flip the branches under test.
 AWS_STUB = r"""#!/usr/bin/env bash
@@ -74,9 +76,13 @@ def _git(repo: Path, *args: str) -> str:
 
 @pytest.fixture
 def sandbox(tmp_path: Path):
-    for tool in ("aws", "docker"):
-        if shutil.which(tool, path=SYSTEM_PATH):
-            pytest.skip(f"a real {tool} lives in {SYSTEM_PATH}; the missing-tool cases cannot be staged")
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    for tool in SYSTEM_TOOLS:
+        found = shutil.which(tool)
+        if found is None:
+            pytest.skip(f"{tool} is not installed")
+        (tools / tool).symlink_to(found)
     repo = tmp_path / "repo"
     (repo / "scripts").mkdir(parents=True)
     (repo / "container").mkdir()
@@ -98,7 +104,7 @@ def sandbox(tmp_path: Path):
         commit = _git(repo, "rev-parse", "--short=12", "HEAD").strip()
 
         def run(self, *args: str, **env: str) -> subprocess.CompletedProcess:
-            full_env = {"PATH": f"{stubs}:{SYSTEM_PATH}", "HOME": str(tmp_path), "STUB_LOG": str(log),
+            full_env = {"PATH": f"{stubs}:{tools}", "HOME": str(tmp_path), "STUB_LOG": str(log),
                         "STUB_ACCOUNT": ACCOUNT, **env}
             return subprocess.run(["bash", str(repo / "scripts" / "build_and_push.sh"), *args], cwd=tmp_path,
                                   env=full_env, capture_output=True, text=True, timeout=60)
@@ -126,7 +132,7 @@ def test_fresh_repository_full_sequence(sandbox):
         "aws ecr get-login-password --region eu-west-1",
         f"docker login --username AWS --password-stdin {registry}",
         "docker login stdin: stub-password",
-        f"docker build --platform linux/amd64 -f container/Dockerfile -t {uri} .",
+        f"docker build --network host --platform linux/amd64 -f container/Dockerfile -t {uri} .",
         f"docker push {uri}",
     ]
 
@@ -141,7 +147,7 @@ def test_existing_repository_cpu_latest_region_from_env(sandbox):
     assert not any("create-repository" in c for c in calls)
     assert not any("configure get" in c for c in calls)  # the env region wins over the profile
     assert (
-        f"docker build --platform linux/amd64 -f container/Dockerfile --build-arg TF_VARIANT=cpu "
+        f"docker build --network host --platform linux/amd64 -f container/Dockerfile --build-arg TF_VARIANT=cpu "
         f"--build-arg BASE_IMAGE=ubuntu:22.04 -t {uri} -t {registry}/car-damage:latest ." in calls
     )
     assert calls[-2:] == [f"docker push {uri}", f"docker push {registry}/car-damage:latest"]

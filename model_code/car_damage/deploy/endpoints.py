@@ -20,6 +20,7 @@ from car_damage.deploy.api import AwsApi, DeployError, S3Uri, check_name, resolv
 from car_damage.deploy.resources import (
     DEFAULT_GPU_INSTANCE,
     DEFAULT_INFERENCE_AMI,
+    DEFAULT_VARIANT,
     NOT_FOUND,
     ModelData,
     ami_for,
@@ -33,6 +34,7 @@ from car_damage.deploy.resources import (
     parse_env,
     production_variant,
 )
+from car_damage.deploy.serverless import PAYLOAD_LIMIT_MB, check_image, check_request, serverless_variant
 
 logger = logging.getLogger(__name__)
 
@@ -100,9 +102,13 @@ class EndpointPlan:
     config: str
     config_definition: dict[str, Any]
     async_output: S3Uri | None
+    serverless: bool = False
 
     def apply(self, api: AwsApi) -> dict[str, Any]:
-        """Check the S3 inputs, then create the model and endpoint config unless they exist already."""
+        """Check the S3 inputs (and a serverless image's size), then create the model and endpoint config unless
+        they exist already."""
+        if self.serverless:
+            check_image(api, self.container["Image"])
         if self.model_data is not None:
             self.model_data.verify(api)
         if self.async_output is not None:
@@ -115,27 +121,36 @@ class EndpointPlan:
 
 def plan_endpoint(args: argparse.Namespace) -> EndpointPlan:
     name = check_name(args.name, "endpoint name")
+    serverless = check_request(args) if args.serverless else None
     role = resolve_role(args.role)
     model_data = ModelData.parse(args.model_data) if args.model_data else None
-    container = container_definition(args.image, model_data, parse_env(args.env))
+    env = parse_env(args.env)
+    if serverless is not None:
+        # Serverless: 4 MB requests (nginx answers 413 above that itself) and one model copy in its memory.
+        env = {"MAX_BODY_MB": str(PAYLOAD_LIMIT_MB), "MODEL_SERVER_WORKERS": "1", **env}
+    container = container_definition(args.image, model_data, env)
     async_inference = async_config(
         args.async_output, args.async_failure_path, args.sns_success, args.sns_error, args.max_concurrent_invocations
     )
     model = model_name(name, role, container)
-    variant = production_variant(
-        model,
-        args.instance_type,
-        args.instance_count,
-        ami=ami_for(args.instance_type, args.ami_version, DEFAULT_INFERENCE_AMI),
-        startup_timeout_s=args.startup_timeout,
-        download_timeout_s=args.download_timeout,
-        volume_gb=args.volume_size,
-    )
+    if serverless is not None:
+        variant = serverless_variant(model, serverless, DEFAULT_VARIANT)
+    else:
+        instance_type = args.instance_type or DEFAULT_GPU_INSTANCE
+        variant = production_variant(
+            model,
+            instance_type,
+            args.instance_count,
+            ami=ami_for(instance_type, args.ami_version, DEFAULT_INFERENCE_AMI),
+            startup_timeout_s=args.startup_timeout,
+            download_timeout_s=args.download_timeout,
+            volume_gb=args.volume_size,
+        )
     definition = endpoint_config_definition(variant, async_inference)
     return EndpointPlan(
         endpoint=name, role=role, model_data=model_data, container=container, model=model,
         config=content_name(name, definition), config_definition=definition,
-        async_output=S3Uri.parse(args.async_output) if args.async_output else None,
+        async_output=S3Uri.parse(args.async_output) if args.async_output else None, serverless=serverless is not None,
     )
 
 
@@ -242,8 +257,12 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", required=True, help="ECR image URI with tag (build_and_push.sh prints it)")
     parser.add_argument("--model-data", help="s3://.../model.tar.gz, or an s3://.../prefix/ (uncompressed)")
     parser.add_argument("--role", help="SageMaker execution role ARN (default: $SAGEMAKER_ROLE_ARN)")
-    parser.add_argument("--instance-type", default=DEFAULT_GPU_INSTANCE, help="default %(default)s")
+    parser.add_argument("--instance-type", help=f"default {DEFAULT_GPU_INSTANCE}")
     parser.add_argument("--instance-count", type=int, default=1)
+    parser.add_argument("--serverless", action="store_true",
+                        help="a Serverless Inference endpoint (CPU image, no instances); needs the two below")
+    parser.add_argument("--memory", type=int, metavar="MB", help="serverless memory: 1024..6144 in 1024 steps")
+    parser.add_argument("--max-concurrency", type=int, metavar="N", help="serverless concurrent requests: 1..200")
     parser.add_argument("--ami-version", help=f"InferenceAmiVersion; default {DEFAULT_INFERENCE_AMI} on GPU "
                         "instances (driver 550, runs TF 2.21's CUDA 12.5), 'none' to leave SageMaker's default")
     parser.add_argument("--startup-timeout", type=int, default=DEFAULT_STARTUP_TIMEOUT_S,
