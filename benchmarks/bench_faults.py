@@ -1,15 +1,10 @@
-"""Load and fault suite for the live service (``container/serve``: real nginx + gunicorn on 127.0.0.1).
+"""Load and fault suite for the live service: runs ``fault_scenarios`` at full size and prints the figures.
 
-Each scenario is a function returning a dataclass of figures; ``tests/container/test_faults.py`` runs short
-versions of them in the default test run, and this script runs the long version and prints the figures:
-
-- N clients x M requests, twice: non-200 count, p50/p95, worker RSS before / after / after the second round;
-- SIGKILL one of two workers while clients send: requests failed, time until the replacement accepts;
-- SIGTERM to serve's PID and to its process group with uploads in flight: answered / sent, exit time;
-- corrupt, truncated, empty and missing model folders: /ping and /invocations, the log line, no crash loop;
-- one client trickling its body while others send; a burst of many clients at once.
-
-Every loop is bounded (a request count or a deadline) and every service started here is stopped.
+Starts ``container/serve`` (real nginx + gunicorn, 127.0.0.1, a free port) on a random-weight tiny model (or
+``--model-dir``), then: N clients x M requests twice (non-200, p50/p95, worker RSS before / after / after the
+second round); SIGKILL one worker while clients send; a slow-body client; a burst; SIGTERM to serve's PID and
+to its process group with uploads in flight; corrupt, truncated, empty and missing model folders. Prints each
+figure and the issue's targets, met or not. Every loop is bounded; every service started here is stopped.
 
     PYTHONPATH=$PWD/model_code .venv/bin/python benchmarks/bench_faults.py --clients 8 --requests 40
     PYTHONPATH=$PWD/model_code .venv/bin/python benchmarks/bench_faults.py --env MALLOC_ARENA_MAX=  # glibc default
@@ -17,366 +12,178 @@ Every loop is bounded (a request count or a deadline) and every service started 
 
 from __future__ import annotations
 
-import http.client
-import io
+import argparse
 import json
+import logging
 import os
-import signal
-import socket
-import threading
-import time
+import platform
+import shutil
+import sys
+import tempfile
 from collections import Counter
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
 
-import numpy as np
-import psutil
-import requests
-from PIL import Image
+REPO_ROOT = Path(__file__).resolve().parents[1]
+for _path in (REPO_ROOT, REPO_ROOT / "benchmarks"):  # tests.* (model builder, server) and fault_scenarios
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
-REQUEST_TIMEOUT_S = 120.0
-#: The issue's targets.
-TARGET_RSS_GROWTH = 0.10
-TARGET_RECOVERY_S = 30.0
-TARGET_EXIT_S = 30.0
-#: What the gunicorn hook logs when a worker starts taking requests (container/gunicorn_hooks.py).
-ACCEPTING_MARK = "accepting requests"
+from fault_scenarios import (  # noqa: E402 - needs the path above
+    ACCEPTING_MARK,
+    TARGET_EXIT_S,
+    TARGET_RECOVERY_S,
+    TARGET_RSS_GROWTH,
+    broken_model_answers,
+    burst,
+    kill_worker_under_load,
+    load_round,
+    ping_until_ready,
+    post,
+    rss_growth,
+    sample_jpeg,
+    sigterm_with_uploads_in_flight,
+    slow_body_client,
+    wait_for,
+    worker_rss_mb,
+)
 
-
-class Service(Protocol):
-    """What the scenarios need of a running service (tests/container/conftest.py ``LiveServer``)."""
-
-    process: Any
-    port: int
-
-    @property
-    def url(self) -> str: ...
-
-    def stderr(self) -> str: ...
-
-
-def sample_jpeg(width: int = 400, height: int = 300, seed: int = 0) -> bytes:
-    """A seeded noise-and-gradient JPEG: decodes everywhere, exercises the whole model."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width]
-    base = np.stack([x * 255 // width, y * 255 // height, (x + y) % 256], -1)
-    pixels = np.clip(base + rng.integers(-40, 40, base.shape), 0, 255).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
-    return buffer.getvalue()
+logger = logging.getLogger("bench_faults")
 
 
-def percentile(values: list[float], q: float) -> float:
-    return round(float(np.percentile(values, q)), 1) if values else float("nan")
+# --- the script -----------------------------------------------------------------------------------------------
+
+def broken_model_folders(root: Path, good: Path) -> dict[str, Path]:
+    """corrupt (HDF5 magic, then junk), truncated (half of a real weights file), empty, missing."""
+    weights = next(good.glob("mask_cnn_*.h5"))
+    folders = {name: root / name for name in ("corrupt", "truncated", "empty")}
+    for folder in folders.values():
+        folder.mkdir(parents=True, exist_ok=True)
+    (folders["corrupt"] / weights.name).write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(4096))
+    data = weights.read_bytes()
+    (folders["truncated"] / weights.name).write_bytes(data[: len(data) // 2])
+    for sidecar in good.glob("mask_cnn_*.json"):
+        shutil.copy(sidecar, folders["truncated"] / sidecar.name)
+    folders["missing"] = root / "does-not-exist"
+    return folders
 
 
-def worker_pids(service: Service) -> list[int]:
-    """The gunicorn workers: children of the gunicorn master, itself a child of serve."""
+def report(name: str, value: Any) -> None:
+    logger.info("%-34s %s", name, json.dumps(asdict(value) if hasattr(value, "__dataclass_fields__") else value))
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model-dir", type=Path, help="model folder (default: a random-weight tiny model)")
+    parser.add_argument("--image-size", type=int, default=256, help="side of the default model's input")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--requests", type=int, default=40, help="requests per client and round")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--burst", type=int, default=64, help="clients released at once")
+    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                        help="environment for the services (e.g. MALLOC_ARENA_MAX= for glibc's default)")
+    parser.add_argument("--skip", default="", help="comma list of: load,kill,slow,burst,drain,broken")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from tests.conftest import build_tiny_model_dir  # the suite's real model builder (random seeded weights)
+    from tests.container.conftest import MODEL_READY_TIMEOUT_S, start_server
+
+    skip = set(filter(None, args.skip.split(",")))
+    work = Path(tempfile.mkdtemp(prefix="bench_faults-"))
+    size = args.image_size
+    model_dir = args.model_dir or build_tiny_model_dir(work / "model", IMAGE_MIN_DIM=size, IMAGE_MAX_DIM=size)
+    env = dict(kv.split("=", 1) for kv in args.env)
+    body = sample_jpeg(640, 480)
+    figures: dict[str, Any] = {"env": env, "workers": args.workers, "model_dir": str(model_dir)}
+    logger.info("machine: %s, %d CPUs, load average %s; model %s; env %s", platform.platform(), os.cpu_count(),
+                os.getloadavg(), model_dir, env)
+
+    def started(name: str, model: Path, **extra: str) -> Any:
+        server = start_server(model, work / name, **{"TF_CPP_MIN_LOG_LEVEL": "1", **env, **extra})
+        servers.append(server)
+        return server
+
+    servers: list[Any] = []
     try:
-        serve = psutil.Process(service.process.pid)
-        masters = [p for p in serve.children() if "gunicorn" in " ".join(p.cmdline())]
-        return sorted(w.pid for m in masters for w in m.children())
-    except psutil.NoSuchProcess:
-        return []
+        main_server = started("main", model_dir, MODEL_SERVER_WORKERS=str(args.workers))
+        figures["start_pings"] = Counter(f"{s} {k}" for s, k, _ in ping_until_ready(main_server,
+                                                                                   MODEL_READY_TIMEOUT_S))
+        report("pings from start until 200", figures["start_pings"])
+        wait_for(lambda: main_server.stderr().count(ACCEPTING_MARK) >= args.workers, MODEL_READY_TIMEOUT_S, 0.5)
+        if "load" not in skip:
+            post(main_server.url, body)  # the first request of each worker is not the measurement
+            rss_before = worker_rss_mb(main_server)
+            rounds = [load_round(main_server, body, args.clients, args.requests) for _ in range(2)]
+            figures["load"] = {"rss_before_mb": rss_before, "rounds": [asdict(r) for r in rounds],
+                               "growth_round1": rss_growth(rss_before, rounds[0].worker_rss_mb),
+                               "growth_round2_vs_1": rss_growth(rounds[0].worker_rss_mb, rounds[1].worker_rss_mb)}
+            report("load", figures["load"])
+        if "kill" not in skip:
+            figures["kill"] = asdict(kill_worker_under_load(main_server, body, args.clients,
+                                                            deadline_s=MODEL_READY_TIMEOUT_S))
+            report("kill one worker under load", figures["kill"])
+        if "slow" not in skip:
+            figures["slow_body"] = asdict(slow_body_client(main_server, body, args.clients - 1, 5))
+            report("slow-body client", figures["slow_body"])
+        if "burst" not in skip:
+            figures["burst"] = asdict(burst(main_server, body, args.burst))
+            report("burst", figures["burst"])
+        if "drain" not in skip:
+            figures["drain"] = [asdict(sigterm_with_uploads_in_flight(main_server, body, 4, to_group=False))]
+            group_server = started("group", model_dir, MODEL_SERVER_WORKERS="1")
+            group_server.wait_until(200)
+            figures["drain"].append(asdict(sigterm_with_uploads_in_flight(group_server, body, 4, to_group=True)))
+            report("SIGTERM with 4 uploads in flight", figures["drain"])
+        if "broken" not in skip:
+            figures["broken"] = []
+            for case, folder in broken_model_folders(work / "broken", model_dir).items():
+                server = started(f"broken-{case}", folder, MODEL_SERVER_WORKERS="1")
+                figures["broken"].append(asdict(broken_model_answers(server, case)))
+                server.stop()
+            report("broken model folders", figures["broken"])
+    finally:
+        for server in servers:
+            server.stop()
+    print_targets(figures)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2, default=str) + "\n")
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
 
 
-def worker_rss_mb(service: Service) -> list[float]:
-    rss = []
-    for pid in worker_pids(service):
-        try:
-            rss.append(round(psutil.Process(pid).memory_info().rss / 2**20, 1))
-        except psutil.NoSuchProcess:
-            continue
-    return rss
+def print_targets(figures: dict[str, Any]) -> None:
+    lines = []
+    if "load" in figures:
+        load = figures["load"]
+        failures = sum(r["non_200"] for r in load["rounds"])
+        lines.append(f"load: {failures} non-200 (target 0): {verdict(failures == 0)}; RSS round 2 vs 1 "
+                     f"{load['growth_round2_vs_1']:+.1%} (target within 10%): "
+                     f"{verdict(abs(load['growth_round2_vs_1']) <= TARGET_RSS_GROWTH)}")
+    if "kill" in figures:
+        kill = figures["kill"]
+        lines.append(f"worker kill: {kill['failed']} failed, {kill['model_not_ready']} model_not_ready; back in "
+                     f"{kill['back_to_full_s']} s (target < {TARGET_RECOVERY_S:.0f} s): "
+                     f"{verdict(kill['back_to_full_s'] < TARGET_RECOVERY_S)}")
+    for drain in figures.get("drain", []):
+        ok = drain["answered_200"] == drain["sent"] and drain["exit_code"] == 0 and drain["exit_s"] < TARGET_EXIT_S
+        lines.append(f"SIGTERM to {drain['target']}: {drain['answered_200']}/{drain['sent']} answered, exit "
+                     f"{drain['exit_code']} in {drain['exit_s']} s: {verdict(ok)}")
+    if "start_pings" in figures:
+        bad = {k: v for k, v in figures["start_pings"].items() if k not in ("200 empty", "503 json")}
+        lines.append(f"/ping from the first answer: {dict(figures['start_pings'])}: {verdict(not bad)}")
+    for broken in figures.get("broken", []):
+        ok = broken["ping"][0] == broken["invocation"][0] == 503 and broken["logged"] and not broken["worker_restarts"]
+        lines.append(f"model folder {broken['case']}: ping {broken['ping']}, invocations {broken['invocation']}, "
+                     f"logged {broken['logged']}, restarts {broken['worker_restarts']}: {verdict(ok)}")
+    for line in lines:
+        logger.info("TARGET %s", line)
 
 
-def post(url: str, body: bytes, session: requests.Session | None = None,
-         timeout: float = REQUEST_TIMEOUT_S) -> tuple[int, str, float]:
-    """(status, error code or "", seconds); a dropped connection is status 0."""
-    started = time.monotonic()
-    try:
-        response = (session or requests).post(url + "/invocations", data=body, timeout=timeout,
-                                              headers={"Content-Type": "image/jpeg"})
-    except requests.RequestException as exc:
-        return 0, type(exc).__name__, time.monotonic() - started
-    error = ""
-    if response.status_code != 200:
-        try:
-            error = response.json().get("error", "")
-        except ValueError:
-            error = f"non-JSON {response.headers.get('Content-Type')}"
-    return response.status_code, error, time.monotonic() - started
-
-
-# --- load ---------------------------------------------------------------------------------------------------
-
-@dataclass
-class LoadRound:
-    clients: int
-    requests: int
-    non_200: int
-    p50_ms: float
-    p95_ms: float
-    worker_rss_mb: list[float]
-    statuses: dict[str, int] = field(default_factory=dict)
-
-
-def load_round(service: Service, body: bytes, clients: int, per_client: int) -> LoadRound:
-    def client(_: int) -> list[tuple[int, str, float]]:
-        with requests.Session() as session:
-            return [post(service.url, body, session) for _ in range(per_client)]
-
-    with ThreadPoolExecutor(max_workers=clients) as pool:
-        results = [r for batch in pool.map(client, range(clients)) for r in batch]
-    latencies = [seconds * 1000 for status, _, seconds in results if status == 200]
-    return LoadRound(clients, len(results), sum(status != 200 for status, _, _ in results),
-                     percentile(latencies, 50), percentile(latencies, 95), worker_rss_mb(service),
-                     dict(Counter(f"{status} {error}".strip() for status, error, _ in results)))
-
-
-def rss_growth(before: list[float], after: list[float]) -> float:
-    """Relative growth of the summed worker RSS."""
-    return round(sum(after) / sum(before) - 1.0, 3) if before and after else float("nan")
-
-
-# --- worker kill ----------------------------------------------------------------------------------------------
-
-@dataclass
-class KillResult:
-    sent: int
-    failed: int
-    model_not_ready: int
-    statuses: dict[str, int]
-    back_to_full_s: float  # SIGKILL -> the replacement worker accepts requests (nan: not within the deadline)
-
-
-class ClientPool:
-    """Clients sending one request after another until stopped (each bounded by ``max_requests``)."""
-
-    def __init__(self, service: Service, body: bytes, clients: int, max_requests: int = 10_000) -> None:
-        self.results: list[tuple[int, str, float]] = []
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._client, args=(service, body, max_requests), daemon=True)
-                         for _ in range(clients)]
-
-    def _client(self, service: Service, body: bytes, max_requests: int) -> None:
-        with requests.Session() as session:
-            for _ in range(max_requests):
-                if self._stop.is_set():
-                    return
-                result = post(service.url, body, session)
-                with self._lock:
-                    self.results.append(result)
-
-    def __enter__(self) -> ClientPool:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(REQUEST_TIMEOUT_S)
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float, poll_s: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(poll_s)
-    return condition()
-
-
-def kill_worker_under_load(service: Service, body: bytes, clients: int, deadline_s: float = 120.0,
-                           settle_s: float = 1.0) -> KillResult:
-    """SIGKILL the first worker while ``clients`` send; time until its replacement logs that it accepts."""
-    victim = worker_pids(service)[0]
-    accepting_before = service.stderr().count(ACCEPTING_MARK)
-    with ClientPool(service, body, clients) as pool:
-        time.sleep(settle_s)
-        killed_at = time.monotonic()
-        psutil.Process(victim).send_signal(signal.SIGKILL)
-        back = wait_for(lambda: service.stderr().count(ACCEPTING_MARK) > accepting_before, deadline_s)
-        back_s = time.monotonic() - killed_at if back else float("nan")
-        time.sleep(settle_s)  # requests on the full pool again
-    statuses = Counter(f"{status} {error}".strip() for status, error, _ in pool.results)
-    return KillResult(len(pool.results), sum(status != 200 for status, _, _ in pool.results),
-                      sum(error == "model_not_ready" for _, error, _ in pool.results), dict(statuses),
-                      round(back_s, 1))
-
-
-# --- SIGTERM drain -------------------------------------------------------------------------------------------
-
-@dataclass
-class DrainResult:
-    target: str  # "pid" or "group"
-    sent: int
-    answered_200: int
-    exit_code: int | None
-    exit_s: float
-
-
-def sigterm_with_uploads_in_flight(service: Service, body: bytes, uploads: int, to_group: bool,
-                                   pause_s: float = 1.0) -> DrainResult:
-    """Half-sent uploads, then SIGTERM (to serve's PID or its process group), then the rest of each body."""
-    head = (f"POST /invocations HTTP/1.1\r\nHost: localhost\r\nContent-Type: image/jpeg\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
-    sockets = []
-    for _ in range(uploads):
-        sock = socket.create_connection(("127.0.0.1", service.port), timeout=REQUEST_TIMEOUT_S)
-        sock.sendall(head + body[: len(body) // 2])
-        sockets.append(sock)
-    time.sleep(0.3)  # nginx has read the heads
-    signalled_at = time.monotonic()
-    pid = service.process.pid
-    if to_group:
-        os.killpg(pid, signal.SIGTERM)
-    else:
-        os.kill(pid, signal.SIGTERM)
-    time.sleep(pause_s)
-    answered = 0
-    for sock in sockets:
-        try:
-            sock.sendall(body[len(body) // 2:])
-            response = http.client.HTTPResponse(sock)
-            response.begin()
-            payload = response.read()
-            answered += response.status == 200 and b'"damage_count"' in payload
-        except OSError:
-            pass
-        finally:
-            sock.close()
-    try:
-        code = service.process.wait(timeout=TARGET_EXIT_S + 10)
-    except Exception:  # noqa: BLE001 - subprocess.TimeoutExpired; the caller kills the group
-        code = None
-    return DrainResult("group" if to_group else "pid", uploads, answered, code,
-                       round(time.monotonic() - signalled_at, 1))
-
-
-# --- readiness and broken models ----------------------------------------------------------------------------
-
-def ping_answer(url: str, timeout: float = 2.0) -> tuple[int, str, float]:
-    """(status, "json"|"empty"|"other:<type>", seconds); no connection is status 0."""
-    started = time.monotonic()
-    try:
-        response = requests.get(url + "/ping", timeout=timeout)
-    except requests.RequestException:
-        return 0, "", time.monotonic() - started
-    kind = "empty" if not response.content else "other:" + response.headers.get("Content-Type", "")
-    if response.content and response.headers.get("Content-Type", "").startswith("application/json"):
-        try:
-            json.loads(response.content)
-            kind = "json"
-        except ValueError:
-            kind = "other:bad-json"
-    return response.status_code, kind, time.monotonic() - started
-
-
-def ping_until_ready(service: Service, timeout_s: float, poll_s: float = 0.01) -> list[tuple[int, str, float]]:
-    """Every /ping answer from the moment serve starts until the first 200 (tight loop, bounded)."""
-    answers = []
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and service.process.poll() is None:
-        answer = ping_answer(service.url)
-        if answer[0]:
-            answers.append(answer)
-        if answer[0] == 200:
-            break
-        time.sleep(poll_s)
-    return answers
-
-
-def bad_ping_answers(answers: list[tuple[int, str, float]], limit_s: float = 2.0) -> list[tuple[int, str, float]]:
-    """Answers breaking the contract: anything but 200 (empty) or a JSON 503, or slower than ``limit_s``."""
-    return [a for a in answers if (a[0], a[1]) not in ((200, "empty"), (503, "json")) or a[2] >= limit_s]
-
-
-@dataclass
-class BrokenModelResult:
-    case: str
-    ping: tuple[int, str]
-    invocation: tuple[int, str]
-    detail: str
-    logged: bool  # the detail (naming the file and the reason) is in the service log
-    worker_restarts: int  # workers started after the first: > 0 means a crash loop
-
-
-def broken_model_answers(service: Service, case: str, watch_s: float = 5.0) -> BrokenModelResult:
-    """Once the load has failed: /ping and /invocations, the log, and whether the worker stays up."""
-    wait_for(lambda: "model load failed" in service.stderr() or service.process.poll() is not None, 120.0, 0.3)
-    first = worker_pids(service)
-    time.sleep(watch_s)
-    ping = requests.get(service.url + "/ping", timeout=5)
-    invocation = requests.post(service.url + "/invocations", data=b"x", timeout=10)
-    detail = ping.json().get("detail", "") if ping.content else ""
-    restarts = service.stderr().count("Booting worker") - 1
-    if worker_pids(service) != first:
-        restarts = max(restarts, 1)
-    return BrokenModelResult(case, (ping.status_code, ping.json().get("error", "") if ping.content else ""),
-                             (invocation.status_code, invocation.json().get("error", "")), detail,
-                             bool(detail) and detail in service.stderr(), restarts)
-
-
-# --- slow body and burst --------------------------------------------------------------------------------------
-
-@dataclass
-class SlowBodyResult:
-    slow_status: int
-    slow_s: float
-    others: int
-    others_non_200: int
-    others_p95_ms: float
-
-
-def slow_body_client(service: Service, body: bytes, clients: int, per_client: int,
-                     trickle_s: float = 3.0) -> SlowBodyResult:
-    """One client sends its body in small pieces over ``trickle_s`` while the others send normally."""
-    def trickle() -> tuple[int, float]:
-        started = time.monotonic()
-        sock = socket.create_connection(("127.0.0.1", service.port), timeout=REQUEST_TIMEOUT_S)
-        try:
-            sock.sendall((f"POST /invocations HTTP/1.1\r\nHost: localhost\r\nContent-Type: image/jpeg\r\n"
-                          f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode())
-            pieces = 20
-            step = -(-len(body) // pieces)
-            for offset in range(0, len(body), step):
-                sock.sendall(body[offset:offset + step])
-                time.sleep(trickle_s / pieces)
-            response = http.client.HTTPResponse(sock)
-            response.begin()
-            response.read()
-            return response.status, time.monotonic() - started
-        finally:
-            sock.close()
-
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        slow = pool.submit(trickle)
-        others = load_round(service, body, clients, per_client)
-        status, seconds = slow.result(timeout=REQUEST_TIMEOUT_S)
-    return SlowBodyResult(status, round(seconds, 1), others.requests, others.non_200, others.p95_ms)
-
-
-@dataclass
-class BurstResult:
-    sent: int
-    statuses: dict[str, int]
-    max_s: float  # the slowest answer: a hang shows here
-
-
-def burst(service: Service, body: bytes, clients: int, timeout_s: float = 60.0) -> BurstResult:
-    """``clients`` requests released at the same instant; every one must get an answer (200 or JSON 503)."""
-    barrier = threading.Barrier(clients)
-
-    def one(_: int) -> tuple[int, str, float]:
-        barrier.wait(timeout=30)
-        return post(service.url, body, timeout=timeout_s)
-
-    with ThreadPoolExecutor(max_workers=clients) as pool:
-        results = list(pool.map(one, range(clients)))
-    return BurstResult(clients, dict(Counter(f"{s} {e}".strip() for s, e, _ in results)),
-                       round(max(t for _, _, t in results), 1))
+if __name__ == "__main__":
+    sys.exit(main())

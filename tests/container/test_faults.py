@@ -20,7 +20,7 @@ import psutil
 import pytest
 import requests
 
-from benchmarks.bench_faults import (
+from benchmarks.fault_scenarios import (
     bad_ping_answers,
     kill_worker_under_load,
     load_round,
