@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     skip = set(filter(None, args.skip.split(",")))
     work = Path(tempfile.mkdtemp(prefix="bench_faults-"))
     size = args.image_size
+    (work / "model").mkdir()
     model_dir = args.model_dir or build_tiny_model_dir(work / "model", IMAGE_MIN_DIM=size, IMAGE_MAX_DIM=size)
     env = dict(kv.split("=", 1) for kv in args.env)
     body = sample_jpeg(640, 480)
