@@ -50,6 +50,8 @@ from fault_scenarios import (  # noqa: E402 - needs the path above
 )
 
 logger = logging.getLogger("bench_faults")
+#: Load images when no photos are at hand: sizes from phone-portrait to 2 MP landscape.
+SYNTHETIC_SIZES = [(640, 480), (1024, 768), (480, 640), (1600, 1200), (800, 533), (1280, 720)]
 
 
 # --- the script -----------------------------------------------------------------------------------------------
@@ -84,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--requests", type=int, default=40, help="requests per client and round")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--photos", type=Path, help="images for the load rounds (default: the shared test "
+                        "photos, SHARED_DATA_DIR/test_images, else synthetic ones)")
     parser.add_argument("--burst", type=int, default=64, help="clients released at once")
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                         help="environment for the services (e.g. MALLOC_ARENA_MAX= for glibc's default)")
@@ -91,7 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from tests.conftest import build_tiny_model_dir  # the suite's real model builder (random seeded weights)
+    from tests.conftest import (
+        SHARED_DATA,
+        build_tiny_model_dir,  # the suite's real model builder (random seeded weights)
+    )
     from tests.container.conftest import MODEL_READY_TIMEOUT_S, start_server
 
     skip = set(filter(None, args.skip.split(",")))
@@ -101,7 +108,12 @@ def main(argv: list[str] | None = None) -> int:
     model_dir = args.model_dir or build_tiny_model_dir(work / "model", IMAGE_MIN_DIM=size, IMAGE_MAX_DIM=size)
     env = dict(kv.split("=", 1) for kv in args.env)
     body = sample_jpeg(640, 480)
-    figures: dict[str, Any] = {"env": env, "workers": args.workers, "model_dir": str(model_dir)}
+    # Photos of many sizes (boxes of many sizes: the caches a real workload fills), real ones when present.
+    photo_dir = args.photos or SHARED_DATA / "test_images"
+    photos = sorted(p for p in photo_dir.glob("*") if p.is_file()) if photo_dir.is_dir() else []
+    bodies = [p.read_bytes() for p in photos] or [sample_jpeg(w, h, seed=w) for w, h in SYNTHETIC_SIZES]
+    figures: dict[str, Any] = {"env": env, "workers": args.workers, "model_dir": str(model_dir),
+                               "load_images": [p.name for p in photos] or SYNTHETIC_SIZES}
     logger.info("machine: %s, %d CPUs, load average %s; model %s; env %s", platform.platform(), os.cpu_count(),
                 os.getloadavg(), model_dir, env)
 
@@ -120,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         if "load" not in skip:
             post(main_server.url, body)  # the first request of each worker is not the measurement
             rss_before = worker_rss_mb(main_server)
-            rounds = [load_round(main_server, body, args.clients, args.requests) for _ in range(2)]
+            rounds = [load_round(main_server, bodies, args.clients, args.requests) for _ in range(2)]
             figures["load"] = {"rss_before_mb": rss_before, "rounds": [asdict(r) for r in rounds],
                                "growth_round1": rss_growth(rss_before, rounds[0].worker_rss_mb),
                                "growth_round2_vs_1": rss_growth(rounds[0].worker_rss_mb, rounds[1].worker_rss_mb)}

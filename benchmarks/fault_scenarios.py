@@ -120,10 +120,13 @@ class LoadRound:
     statuses: dict[str, int] = field(default_factory=dict)
 
 
-def load_round(service: Service, body: bytes, clients: int, per_client: int) -> LoadRound:
-    def client(_: int) -> list[tuple[int, str, float]]:
+def load_round(service: Service, bodies: bytes | list[bytes], clients: int, per_client: int) -> LoadRound:
+    """``clients`` sessions sending ``per_client`` requests each, cycling through ``bodies``."""
+    bodies = [bodies] if isinstance(bodies, bytes) else bodies
+
+    def client(index: int) -> list[tuple[int, str, float]]:
         with requests.Session() as session:
-            return [post(service.url, body, session) for _ in range(per_client)]
+            return [post(service.url, bodies[(index + i) % len(bodies)], session) for i in range(per_client)]
 
     with ThreadPoolExecutor(max_workers=clients) as pool:
         results = [r for batch in pool.map(client, range(clients)) for r in batch]
