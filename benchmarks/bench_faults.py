@@ -91,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--burst", type=int, default=64, help="clients released at once")
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                         help="environment for the services (e.g. MALLOC_ARENA_MAX= for glibc's default)")
+    parser.add_argument("--recycle", type=int, default=0, metavar="N",
+                        help="also run a load round with MODEL_SERVER_MAX_REQUESTS=N (workers recycled)")
     parser.add_argument("--skip", default="", help="comma list of: load,kill,slow,burst,drain,broken")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
@@ -153,6 +155,16 @@ def main(argv: list[str] | None = None) -> int:
             group_server.wait_until(200)
             figures["drain"].append(asdict(sigterm_with_uploads_in_flight(group_server, body, 4, to_group=True)))
             report("SIGTERM with 4 uploads in flight", figures["drain"])
+        if args.recycle:
+            recycled = started("recycle", model_dir, MODEL_SERVER_WORKERS=str(args.workers),
+                               MODEL_SERVER_MAX_REQUESTS=str(args.recycle))
+            recycled.wait_until(200)
+            wait_for(lambda: recycled.stderr().count(ACCEPTING_MARK) >= args.workers, MODEL_READY_TIMEOUT_S, 0.5)
+            result = load_round(recycled, bodies, args.clients, args.requests)
+            figures["recycle"] = {"max_requests": args.recycle, **asdict(result),
+                                  "recycled_workers": recycled.stderr().count(ACCEPTING_MARK) - args.workers}
+            report("MODEL_SERVER_MAX_REQUESTS", figures["recycle"])
+            recycled.stop()
         if "broken" not in skip:
             figures["broken"] = []
             for case, folder in broken_model_folders(work / "broken", model_dir).items():
@@ -194,6 +206,11 @@ def print_targets(figures: dict[str, Any]) -> None:
         ok = broken["ping"][0] == broken["invocation"][0] == 503 and broken["logged"] and not broken["worker_restarts"]
         lines.append(f"model folder {broken['case']}: ping {broken['ping']}, invocations {broken['invocation']}, "
                      f"logged {broken['logged']}, restarts {broken['worker_restarts']}: {verdict(ok)}")
+    if "recycle" in figures:
+        recycle = figures["recycle"]
+        lines.append(f"MODEL_SERVER_MAX_REQUESTS={recycle['max_requests']}: {recycle['recycled_workers']} workers "
+                     f"recycled, {recycle['non_200']} non-200 of {recycle['requests']}: "
+                     f"{verdict(recycle['non_200'] == 0)}")
     for line in lines:
         logger.info("TARGET %s", line)
 

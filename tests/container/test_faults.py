@@ -48,7 +48,7 @@ def two_workers(service_model_dir: Path, tmp_path_factory: pytest.TempPathFactor
     server = start_server(service_model_dir, tmp_path_factory.mktemp("two_workers"), MODEL_SERVER_WORKERS="2",
                           MODEL_SERVER_THREADS=str(THREADS), TF_CPP_MIN_LOG_LEVEL="1")
     try:
-        server.start_pings = ping_until_ready(server, MODEL_READY_TIMEOUT_S)
+        server.start_pings = ping_until_ready(server, MODEL_READY_TIMEOUT_S, poll_s=0.05)
         assert server.start_pings and server.start_pings[-1][0] == 200, server.stderr()[-3000:]
         # Both workers up (the second may still be loading when the first answers 200).
         deadline = time.monotonic() + MODEL_READY_TIMEOUT_S
@@ -164,11 +164,12 @@ def test_tensorflow_predictcost_noise_is_dropped_but_real_errors_stay(two_worker
 
 # --- 4: a restarted worker takes no request before its model is ready ----------------------------------------
 
-def test_killed_worker_costs_at_most_its_own_requests_and_comes_back(two_workers: Any) -> None:
-    result = kill_worker_under_load(two_workers, sample_jpeg(), clients=4)
+def test_killed_worker_costs_at_most_its_own_requests(two_workers: Any) -> None:
+    """8 s of traffic after the kill, while the replacement loads (the time back to full strength is the
+    benchmark's); the next test then drains with the replacement still loading."""
+    result = kill_worker_under_load(two_workers, sample_jpeg(), clients=4, deadline_s=8.0)
     assert result.model_not_ready == 0, result
     assert result.failed <= THREADS, result
-    assert result.back_to_full_s < 90, result  # the target (< 30 s) is checked by the benchmark, not here
     assert result.sent > result.failed + 10, result  # the healthy worker served meanwhile
     assert len(worker_pids(two_workers)) == 2
 
