@@ -194,3 +194,14 @@ def test_children_have_their_own_process_groups(server_factory: Any, service_mod
     server.process.send_signal(signal.SIGINT)  # Ctrl-C: serve alone gets it, and drains
     assert server.process.wait(timeout=40) == 0
     assert "received SIGINT: draining" in server.stderr()
+
+
+def test_photos_of_many_sizes_trace_the_graph_once(real_predictor: Any) -> None:
+    """No per-request growth from retracing: every photo is molded to one input shape."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for width, height in [(640, 480), (480, 640), (1600, 1200), (347, 253), (1280, 720)]:
+        real_predictor.predict(rng.integers(0, 255, (height, width, 3), dtype=np.uint8))
+    runner = real_predictor.models[0].model._runner
+    assert runner._run.experimental_get_tracing_count() == 1
