@@ -162,6 +162,18 @@ def test_tensorflow_predictcost_noise_is_dropped_but_real_errors_stay(two_worker
     assert keep.dropped == 2
 
 
+def test_stderr_pump_passes_every_line_but_the_noise(capfdbinary: pytest.CaptureFixture[bytes]) -> None:
+    serve = serve_module()
+    read_end, write_end = os.pipe()
+    lines = [b"[INFO] Booting worker with pid: 7\n",
+             b"W0000 op_level_cost_estimator.cc:699] Error in PredictCost() for the op: CropAndResize\n",
+             b"E0000 cuda_platform.cc:52] failed call to cuInit\n", b"no newline at the end"]
+    os.write(write_end, b"".join(lines))
+    os.close(write_end)
+    serve.pump_filtered(os.fdopen(read_end, "rb"), serve.LogFilter())
+    assert capfdbinary.readouterr().err == lines[0] + lines[2] + lines[3]
+
+
 # --- 4: a restarted worker takes no request before its model is ready ----------------------------------------
 
 def test_killed_worker_costs_at_most_its_own_requests(two_workers: Any) -> None:
