@@ -35,7 +35,6 @@ def _axis_taps(n_in: int, n_out: int) -> Taps:
     return taps
 
 
-@functools.lru_cache(maxsize=4096)
 def _axis_matrix(n_in: int, n_out: int) -> np.ndarray:
     """The same taps as a dense [n_out, n_in + 2] interpolation matrix (for a BLAS matmul)."""
     first, second, w_first, w_second = _axis_taps(n_in, n_out)
@@ -47,7 +46,12 @@ def _axis_matrix(n_in: int, n_out: int) -> np.ndarray:
     return matrix
 
 
-@functools.lru_cache(maxsize=4096)
+#: Box sides whose matrices are kept. One matrix per distinct box side (boxes of every size on photos of every
+#: size): 4096 of them grew a serving worker by hundreds of MB; building one again costs microseconds.
+AXIS_MATRIX_CACHE_SIZE = 64
+
+
+@functools.lru_cache(maxsize=AXIS_MATRIX_CACHE_SIZE)
 def _axis_matrix32(n_in: int, n_out: int) -> np.ndarray:
     matrix = _axis_matrix(n_in, n_out).astype(np.float32)
     matrix.setflags(write=False)

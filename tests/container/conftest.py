@@ -90,15 +90,27 @@ class LiveServer:
         raise AssertionError(f"/ping never answered {status} in {timeout_s} s:\n{self.stderr()[-4000:]}")
 
     def stop(self) -> int | None:
-        """SIGTERM, bounded wait, then SIGKILL the whole process group (serve, nginx, gunicorn)."""
+        """SIGTERM, bounded wait, then SIGKILL serve and every process under it (nginx and gunicorn run in
+        sessions of their own, so killing serve's process group alone would not reach them)."""
+        import psutil
+
+        try:
+            descendants = psutil.Process(self.process.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            descendants = []
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout=40)
             except subprocess.TimeoutExpired:
                 pass
+        for process in descendants:
+            try:
+                process.kill()
+            except psutil.NoSuchProcess:
+                pass
         try:
-            os.killpg(self.process.pid, signal.SIGKILL)  # the group is serve's own (start_new_session)
+            os.killpg(self.process.pid, signal.SIGKILL)  # serve's own group (start_new_session)
         except (ProcessLookupError, PermissionError):
             pass
         try:

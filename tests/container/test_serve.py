@@ -225,17 +225,16 @@ def serve_module():
 
 def test_rendered_nginx_conf_passes_nginx_own_check(tmp_path: Path) -> None:
     serve = serve_module()
-    conf = serve.render_nginx_conf({
-        "USER_DIRECTIVE": serve.user_directive(), "RUN_DIR": str(tmp_path), "SOCKET": str(tmp_path / "g.sock"),
-        "PORT": "8080", "MAX_BODY_MB": "6", "BODY_BUFFER_MB": "6", "PROXY_READ_TIMEOUT_S": "65",
-    })
+    conf = serve.render_nginx_conf(serve.nginx_values(tmp_path, port=8080, host="127.0.0.1", body_mb=6,
+                                                      timeout_s=60))
     assert "{{" not in conf and "client_max_body_size 6m;" in conf and "proxy_read_timeout 65s;" in conf
+    assert "listen 127.0.0.1:8080;" in conf
     (tmp_path / "nginx.conf").write_text(conf)
     result = subprocess.run([serve.find_nginx(), "-t", "-e", "stderr", "-p", str(tmp_path), "-c",
                              str(tmp_path / "nginx.conf")], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     assert "syntax is ok" in result.stderr
-    with pytest.raises(SystemExit, match="PORT"):
+    with pytest.raises(SystemExit, match="LISTEN"):
         serve.render_nginx_conf({"RUN_DIR": "/tmp"})
 
 
@@ -248,7 +247,8 @@ def test_gpu_devices_follow_cuda_visible_devices(monkeypatch: pytest.MonkeyPatch
 
 
 @pytest.mark.parametrize(("name", "value"), [("MODEL_SERVER_GRACEFUL_TIMEOUT", "30"),
-                                             ("SAGEMAKER_BIND_TO_PORT", "http"), ("MODEL_SERVER_WORKERS", "0")])
+                                             ("SAGEMAKER_BIND_TO_PORT", "http"), ("MODEL_SERVER_WORKERS", "0"),
+                                             ("HOST", "my-laptop"), ("MODEL_SERVER_MAX_REQUESTS", "-1")])
 def test_bad_settings_stop_serve_before_it_starts_anything(name: str, value: str, tmp_path: Path) -> None:
     env = dict(os.environ, **{name: value}, MODEL_DIR=str(tmp_path))
     result = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[2] / "container" / "serve")],
