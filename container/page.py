@@ -8,7 +8,7 @@ same nginx. SageMaker never calls these routes; they are for people looking at a
   sub-folders, no other paths), so nothing else on disk can be reached through this route.
 - ``GET /models``: what the page needs to build its controls: the models served and their versions, the
   damage types with their outline colours (the same as the annotated PNG's), the body and pixel limits (for the
-  413 message) and the option ranges (from ``car_damage.options``). 503 (the usual JSON) while loading.
+  413 message) and the option ranges (from ``car_damage.answer.options``). 503 (the usual JSON) while loading.
 
 Every page response carries a strict Content-Security-Policy: the page runs only its own script and style
 sheet (no inline script, no inline handlers, no inline styles), talks only to this origin and shows the photo
@@ -78,8 +78,8 @@ def _hex(rgb: tuple[int, int, int]) -> str:
 @page_blueprint.get("/models")
 def models() -> Response:
     # Imported here: render pulls in scikit-image, which the /ping path must not wait for at import time.
-    from car_damage import options
-    from car_damage.render import type_colour
+    from car_damage.answer import options
+    from car_damage.answer.render import type_colour
 
     model = current_app.extensions["model_slot"].get()  # ModelNotReady / the load error: 503 JSON
     settings = current_app.extensions["service_settings"]
