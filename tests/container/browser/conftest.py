@@ -29,7 +29,7 @@ def page_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
-    require_tool("chromium", CHROMIUM)
+    executable = require_tool("chromium", CHROMIUM)
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -37,7 +37,7 @@ def browser() -> Iterator[Any]:
             pytest.fail("playwright is not installed (REQUIRE_TOOLS=1)")
         pytest.skip("playwright is not installed")
     with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        launched = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
         yield launched
         launched.close()
 
@@ -67,9 +67,9 @@ def served(page_model_dir: Path, browser: Any, tmp_path_factory: pytest.TempPath
         server.stop()
 
 
-#: Every URL any page of this module asked for (the browser's request log).
 @pytest.fixture
 def page(browser: Any, served: dict) -> Iterator[Any]:
+    """A fresh page (its own browser context), ready; afterwards it must have had no CSP violation."""
     opened = new_page(browser, served["server"])
     opened.goto(served["server"].url + "/")
     wait_ready(opened)
