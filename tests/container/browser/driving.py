@@ -47,6 +47,7 @@ def expected_sentence(answer: dict) -> str:
     return f"{answer['damage_count']} {plural('damage', answer['damage_count'])}: {', '.join(parts)}"
 
 
+#: Every URL any page of these tests asked for (the browser's request log), checked last.
 REQUESTS: list[str] = []
 
 
