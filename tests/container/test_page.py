@@ -1,4 +1,4 @@
-"""The web page's routes through the Flask test client (the browser test is test_page_browser.py): the files,
+"""The web page's routes through the Flask test client (the browser tests are in browser/): the files,
 their headers (a strict Content-Security-Policy), GET /models, and nothing else reachable through them."""
 
 from __future__ import annotations
