@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import platform
+import random
 import shutil
 import sys
 import tempfile
@@ -88,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--photos", type=Path, help="images for the load rounds (default: the shared test "
                         "photos, SHARED_DATA_DIR/test_images, else synthetic ones)")
+    parser.add_argument("--synthetic-sizes", type=int, default=0, metavar="N",
+                        help="load with N synthetic photos of seeded random sizes (300-2000 px) instead")
     parser.add_argument("--burst", type=int, default=64, help="clients released at once")
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                         help="environment for the services (e.g. MALLOC_ARENA_MAX= for glibc's default)")
@@ -113,9 +116,14 @@ def main(argv: list[str] | None = None) -> int:
     # Photos of many sizes (boxes of many sizes: the caches a real workload fills), real ones when present.
     photo_dir = args.photos or SHARED_DATA / "test_images"
     photos = sorted(p for p in photo_dir.glob("*") if p.is_file()) if photo_dir.is_dir() else []
-    bodies = [p.read_bytes() for p in photos] or [sample_jpeg(w, h, seed=w) for w, h in SYNTHETIC_SIZES]
+    sizes = SYNTHETIC_SIZES
+    if args.synthetic_sizes:  # many distinct sizes: what fills per-size caches
+        rng = random.Random(args.synthetic_sizes)
+        sizes = [(rng.randint(300, 2000), rng.randint(300, 2000)) for _ in range(args.synthetic_sizes)]
+        photos = []
+    bodies = [p.read_bytes() for p in photos] or [sample_jpeg(w, h, seed=w) for w, h in sizes]
     figures: dict[str, Any] = {"env": env, "workers": args.workers, "model_dir": str(model_dir),
-                               "load_images": [p.name for p in photos] or SYNTHETIC_SIZES}
+                               "load_images": [p.name for p in photos] or sizes}
     logger.info("machine: %s, %d CPUs, load average %s; model %s; env %s", platform.platform(), os.cpu_count(),
                 os.getloadavg(), model_dir, env)
 
