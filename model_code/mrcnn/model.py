@@ -81,9 +81,14 @@ class MaskRCNN:
     def build(self, mode: str, config: Any) -> Any:
         """Build the Keras model for ``mode`` (training via mrcnn.training_graph, imported lazily)."""
         if mode == "training":
+            from mrcnn.distribute import make_strategy
             from mrcnn.training_graph import build_training_model
 
-            return build_training_model(config)
+            strategy = make_strategy(config)  # GPU_COUNT > 1: variables mirrored over the devices
+            if strategy is None:
+                return build_training_model(config)
+            with strategy.scope():
+                return build_training_model(config)
         graphs = build_inference_graphs(config)
         self._runner = InferenceRunner(graphs, config)
         return graphs.keras_model
