@@ -33,6 +33,7 @@ import numpy as np
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
+from car_damage.answer.batching import GPU_DEFAULT_MAX_BATCH, GPU_DEFAULT_WAIT_MS
 from car_damage.errors import (
     ImageDecodeError,
     ModelLoadError,
@@ -42,7 +43,6 @@ from car_damage.errors import (
     ServiceError,
     UnsupportedMediaType,
 )
-from car_damage.answer.batching import GPU_DEFAULT_MAX_BATCH, GPU_DEFAULT_WAIT_MS
 from car_damage.image_io import DEFAULT_MAX_PIXELS, decode_base64_json, decode_image, encode_image
 from car_damage.options import InferenceOptions, options_from_request
 

@@ -41,8 +41,9 @@ def batched(tiny_model_dir):
 
 def _assert_same_answer(many: dict, one: dict) -> None:
     """The same damages in the same order. Float32 kernels sum in another order for a batch of four than for
-    one image, so a mask pixel right at the 0.5 threshold may flip: boxes within 1 px, scores within 2e-4 (two roundings) and
-    areas within 1% are the same answer (everything else in the response derives from these)."""
+    one image, so a mask pixel right at the 0.5 threshold may flip: boxes within 1 px, scores within 2e-4 (two
+    roundings to 4 decimals) and areas within 1% are the same answer (the rest of the response derives from
+    these)."""
     assert many["damage_count"] == one["damage_count"]
     for a, b in zip(many["damages"], one["damages"], strict=True):
         assert (a["type"], a["class_name"]) == (b["type"], b["class_name"])
