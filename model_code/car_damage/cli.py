@@ -59,6 +59,8 @@ class TrainOptions:
     augment: bool = False
     min_confidence: float = 0.9
     images_per_gpu: int = 1
+    #: Devices to train on (Config.GPU_COUNT; > 1 is MirroredStrategy data parallelism, mrcnn.distribute).
+    gpu_count: int = 1
     out: Path | None = None
     coco_path: Path | None = None
     drop_leaked_val: bool = False
@@ -77,7 +79,7 @@ class TrainOptions:
             raise ValueError(f"label {self.label!r} must be letters, digits, '_' or '-' (it names the model file)")
         if self.image_size < 64 or self.image_size % 64:
             raise ValueError(f"image size must be a positive multiple of 64, got {self.image_size}")
-        for name in ("epochs", "steps_per_epoch", "validation_steps", "images_per_gpu"):
+        for name in ("epochs", "steps_per_epoch", "validation_steps", "images_per_gpu", "gpu_count"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.min_confidence <= 1.0:
@@ -106,7 +108,7 @@ class TrainOptions:
             IMAGE_MAX_DIM=self.image_size, IMAGE_MIN_DIM=min(OLD_MIN_DIM, self.image_size),
             STEPS_PER_EPOCH=self.steps_per_epoch, VALIDATION_STEPS=self.validation_steps,
             LEARNING_RATE=self.learning_rate, DETECTION_MIN_CONFIDENCE=self.min_confidence,
-            IMAGES_PER_GPU=self.images_per_gpu,
+            IMAGES_PER_GPU=self.images_per_gpu, GPU_COUNT=self.gpu_count,
         )
         values.update(self.config_overrides)
         return make_config(**values)
@@ -267,6 +269,8 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--min-confidence", type=float, default=d.min_confidence,
                    help="DETECTION_MIN_CONFIDENCE stored in the model card")
     p.add_argument("--images-per-gpu", type=int, default=d.images_per_gpu)
+    p.add_argument("--gpu-count", type=int, default=d.gpu_count,
+                   help="train on this many GPUs at once (global batch = images per GPU x GPU count)")
     p.add_argument("--out", type=Path, help="where the deliverable goes (default: the run's log folder)")
     p.add_argument("--coco-path", type=Path, help="local mask_rcnn_coco.h5 (default ./mask_rcnn_coco.h5)")
     p.add_argument("--drop-leaked-val", action="store_true",
@@ -285,7 +289,8 @@ def _run_train(args: argparse.Namespace) -> int:
         attributes=args.attribute, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
         validation_steps=args.val_steps, layers=args.layers, logs=args.logs, backbone=args.backbone,
         image_size=args.image_size, learning_rate=args.learning_rate, augment=args.augment,
-        min_confidence=args.min_confidence, images_per_gpu=args.images_per_gpu, out=args.out,
+        min_confidence=args.min_confidence, images_per_gpu=args.images_per_gpu, gpu_count=args.gpu_count,
+        out=args.out,
         coco_path=args.coco_path, drop_leaked_val=args.drop_leaked_val, evaluate=args.evaluate,
         config_overrides=dict(args.config_overrides), seed=args.seed,
     )
