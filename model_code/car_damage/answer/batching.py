@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -145,6 +144,3 @@ def batch_sizes_to_warm(settings: BatchSettings) -> list[int]:
     """Every batch size the batcher can form (1..max_batch): each gets a traced/compiled graph at warm-up."""
     return list(range(1, int(settings.max_batch) + 1))
 
-
-def describe(settings: BatchSettings) -> dict[str, Any]:
-    return {"max_batch": settings.max_batch, "wait_ms": settings.wait_ms, "enabled": settings.enabled}
