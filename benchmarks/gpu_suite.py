@@ -69,6 +69,9 @@ def gpu_names() -> list[str]:
 
     names = []
     for device in tf.config.list_physical_devices("GPU"):
+        # Grow on demand: the live service started later needs GPU memory this process has not taken, and the
+        # peak figures then show what each model really uses.
+        tf.config.experimental.set_memory_growth(device, True)
         details = tf.config.experimental.get_device_details(device)
         names.append(details.get("device_name", device.name))
     return names
