@@ -83,9 +83,8 @@ def test_multi_device_keeps_batchnorm_frozen(multi_device_result: dict) -> None:
 
 
 def test_multi_device_refuses_more_devices_than_the_machine_has() -> None:
-    from conftest import tiny_config
-
     from mrcnn.distribute import make_strategy
+    from tests.conftest import tiny_config
 
     with pytest.raises(ValueError, match="GPU_COUNT=64"):
         make_strategy(tiny_config(GPU_COUNT=64))
