@@ -54,13 +54,16 @@ def claim_gpu(environ: dict[str, str] | os._Environ = os.environ) -> str | None:
 
 def load_predictor():
     """Build every model in MODEL_DIR and warm it up (runs on the loader thread)."""
+    from car_damage.answer.batching import BatchSettings
     from car_damage.answer.predictor import DamagePredictor  # imports TensorFlow: keep it off the import path
 
     model_dir = os.environ.get(ENV_MODEL_DIR, DEFAULT_MODEL_DIR)
     logger.info("loading models from %s", model_dir)
-    return DamagePredictor.from_model_dir(model_dir, warmup=True)
+    batching = BatchSettings(settings.max_batch, float(settings.batch_wait_ms))
+    return DamagePredictor.from_model_dir(model_dir, warmup=True, batching=batching)
 
 
 configure_logging()
 claim_gpu()
-app = create_app(loader=load_predictor, settings=ServiceSettings.from_env())
+settings = ServiceSettings.from_env()
+app = create_app(loader=load_predictor, settings=settings)

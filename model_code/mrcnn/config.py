@@ -94,6 +94,9 @@ class Config:
     # Extensions beyond matterport (defaults keep matterport's behaviour).
     #: Compile the inference graph with XLA (jit_compile=True).
     USE_XLA = False
+    #: Inference only: backbone, FPN and RPN compute in fp16 (fp32 weights, Keras "mixed_float16"); proposals,
+    #: heads and all outputs stay float32. Pays off on GPUs with fp16 tensor cores; the training graph ignores it.
+    MIXED_PRECISION = False
     #: Channels of rpn_conv_shared (matterport hard-codes 512).
     RPN_CONV_CHANNELS = 512
     #: Channels of the mask head convs and deconv (matterport hard-codes 256).

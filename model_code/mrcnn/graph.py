@@ -14,6 +14,8 @@ matterport's padded shapes ([B, Dmax, 6] detections, [B, Dmax, m, m, C] masks; p
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +65,29 @@ def build_rpn_outputs(rpn_feature_maps: list, config: Any) -> tuple:
     return tuple(KL.Concatenate(axis=1, name=name)([level[i] for level in per_level]) for i, name in enumerate(names))
 
 
+#: Keras dtype policy of the backbone/FPN/RPN when ``MIXED_PRECISION`` is on: fp16 compute, fp32 weights.
+MIXED_POLICY = "mixed_float16"
+
+
+@contextlib.contextmanager
+def feature_policy(config: Any) -> Iterator[None]:
+    """Build the layers inside under ``MIXED_POLICY`` when ``config.MIXED_PRECISION`` (else as they are).
+
+    Only the backbone, FPN and RPN (over 80 % of the FLOPs at 1024 px) compute in fp16; proposals, ROIAlign,
+    the heads and detection stay fp32 (box coordinates and NMS need the precision), and every layer after
+    them casts its fp16 inputs up by itself (Keras autocasting), so all outputs are float32.
+    """
+    if not getattr(config, "MIXED_PRECISION", False):
+        yield
+        return
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(MIXED_POLICY)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
 def select_boxes(detections: Any) -> Any:
     """The box columns of detection rows (module-level so the Lambda layer stays serialisable)."""
     return detections[..., :4]
@@ -83,8 +108,12 @@ def build_inference_graphs(config: Any) -> InferenceGraphs:
     input_image_meta = KL.Input(shape=[config.IMAGE_META_SIZE], name=INPUT_IMAGE_META)
     input_anchors = KL.Input(shape=[None, 4], name=INPUT_ANCHORS)
 
-    rpn_feature_maps, mrcnn_feature_maps = build_feature_maps(input_image, config)
-    _, rpn_class, rpn_bbox = build_rpn_outputs(rpn_feature_maps, config)
+    with feature_policy(config):
+        rpn_feature_maps, mrcnn_feature_maps = build_feature_maps(input_image, config)
+        _, rpn_class, rpn_bbox = build_rpn_outputs(rpn_feature_maps, config)
+    if getattr(config, "MIXED_PRECISION", False):  # the model's outputs are float32 whatever it computes in
+        rpn_class = KL.Activation("linear", dtype="float32", name="rpn_class_float32")(rpn_class)
+        rpn_bbox = KL.Activation("linear", dtype="float32", name="rpn_bbox_float32")(rpn_bbox)
     rpn_rois = ProposalLayer(config.POST_NMS_ROIS_INFERENCE, config.RPN_NMS_THRESHOLD, config)(
         [rpn_class, rpn_bbox, input_anchors])
     _, mrcnn_class, mrcnn_bbox = fpn_classifier_graph(
@@ -143,7 +172,9 @@ def fold_batchnorm(model: keras.Model) -> Any:
             tf.math.rsqrt(bn.moving_variance + bn.epsilon)
         bias = conv.bias if conv.use_bias else 0.0
         shift = (bias - bn.moving_mean) * scale + (bn.beta if bn.center else 0.0)
-        return tf.nn.bias_add(conv.convolution_op(x, conv.kernel * scale), shift)
+        # Folded in fp32 from the fp32 variables, then cast to the compute dtype (fp16 with MIXED_PRECISION).
+        kernel = tf.cast(tf.convert_to_tensor(conv.kernel) * scale, x.dtype)
+        return tf.nn.bias_add(conv.convolution_op(x, kernel), tf.cast(shift, x.dtype))
 
     def call(inputs: Any) -> list:
         values: dict[str, list] = {}
@@ -191,6 +222,9 @@ class InferenceRunner:
     def _graph(self, images: tf.Tensor, image_meta: tf.Tensor, anchors: tf.Tensor) -> tuple[tf.Tensor, ...]:
         cfg = self.config
         rpn_class, rpn_bbox, *feature_maps = self._features(images)
+        # fp16 with MIXED_PRECISION: proposals, ROIAlign and the heads run in fp32.
+        rpn_class, rpn_bbox = tf.cast(rpn_class, tf.float32), tf.cast(rpn_bbox, tf.float32)
+        feature_maps = [tf.cast(feature_map, tf.float32) for feature_map in feature_maps]
         proposals, counts = generate_proposals(rpn_class, rpn_bbox, anchors, cfg.POST_NMS_ROIS_INFERENCE,
                                                cfg.RPN_NMS_THRESHOLD, self._std, cfg.PRE_NMS_LIMIT)
         batch = tf.shape(images)[0]

@@ -4,8 +4,9 @@ Shape shorthand:
     B  images in the batch        A  anchors per image          R  RPN box targets per image (256)
     T  TRAIN_ROIS_PER_IMAGE       C  NUM_CLASSES                h, w  MASK_SHAPE
 
-Every loss is a scalar float32 averaged over the elements that take part in it; when none take part (no
-positive anchors, no positive ROIs) the loss is exactly 0, never NaN. The Keras layer/metric names are the
+Every loss is a scalar float32 averaged over the elements that take part in it (over the global batch in a
+multi-device step); when none take part (no positive anchors, no positive ROIs) the loss is exactly 0, never
+NaN. The Keras layer/metric names are the
 keys of ``mrcnn.config.LOSS_NAMES``.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from mrcnn.config import LOSS_NAMES
+from mrcnn.distribute import global_count
 
 __all__ = [
     "LOSS_NAMES",
@@ -33,9 +35,13 @@ def smooth_l1(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
 
 
 def _masked_mean(values: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
-    """sum(values * weights) / sum(weights), 0 when the weights are all 0 (no NaN, gradient stays finite)."""
+    """sum(values * weights) / sum(weights), 0 when the weights are all 0 (no NaN, gradient stays finite).
+
+    In a multi-device step the denominator is the count over the whole global batch, so the replicas' partial
+    losses add up to the single-device mean (see ``mrcnn.distribute``).
+    """
     weights = tf.cast(weights, tf.float32)
-    return tf.math.divide_no_nan(tf.reduce_sum(values * weights), tf.reduce_sum(weights))
+    return tf.math.divide_no_nan(tf.reduce_sum(values * weights), global_count(tf.reduce_sum(weights)))
 
 
 def rpn_class_loss(rpn_match: tf.Tensor, rpn_class_logits: tf.Tensor) -> tf.Tensor:

@@ -81,9 +81,14 @@ class MaskRCNN:
     def build(self, mode: str, config: Any) -> Any:
         """Build the Keras model for ``mode`` (training via mrcnn.training_graph, imported lazily)."""
         if mode == "training":
+            from mrcnn.distribute import make_strategy
             from mrcnn.training_graph import build_training_model
 
-            return build_training_model(config)
+            strategy = make_strategy(config)  # GPU_COUNT > 1: variables mirrored over the devices
+            if strategy is None:
+                return build_training_model(config)
+            with strategy.scope():
+                return build_training_model(config)
         graphs = build_inference_graphs(config)
         self._runner = InferenceRunner(graphs, config)
         return graphs.keras_model
@@ -167,6 +172,18 @@ class MaskRCNN:
     def detect(self, images: Sequence[np.ndarray], verbose: int = 0) -> list[dict[str, np.ndarray]]:
         """Detect instances in BATCH_SIZE images (any size; molded per config). One result dict per image."""
         self._check_inference(images)
+        return self._detect(images, verbose)
+
+    def detect_batch(self, images: Sequence[np.ndarray], verbose: int = 0) -> list[dict[str, np.ndarray]]:
+        """Like detect() but for any number of images (>= 1) in one graph call, whatever BATCH_SIZE is: the
+        service's micro-batches. Needs a resize mode that molds every image to one shape ('square', 'crop')."""
+        if self.mode != "inference":
+            raise ValueError("Create model in inference mode.")
+        if len(images) == 0:
+            raise ValueError("detect_batch needs at least one image")
+        return self._detect(images, verbose)
+
+    def _detect(self, images: Sequence[np.ndarray], verbose: int) -> list[dict[str, np.ndarray]]:
         if verbose:
             logger.info("Processing %d images", len(images))
         molded_images, image_metas, windows = _molding().mold_inputs(list(images), self.config)

@@ -137,8 +137,11 @@ def compile_model(model: Any, learning_rate: float, momentum: float, total_steps
     decay_steps = total_steps if config.LEARNING_RATE_SCHEDULE == "cosine" else None
     if config.LEARNING_RATE_SCHEDULE == "cosine" and total_steps is None:
         raise ValueError("a cosine LEARNING_RATE_SCHEDULE needs the run's total_steps")
-    optimizer = make_optimizer(config.OPTIMIZER, learning_rate, momentum, config.GRADIENT_CLIP_NORM, decay_steps)
-    model.keras_model.compile(optimizer=optimizer)
+    # The optimizer's slots must live where the weights do (mirrored over the devices when GPU_COUNT > 1).
+    with model.keras_model.distribute_strategy.scope():
+        optimizer = make_optimizer(config.OPTIMIZER, learning_rate, momentum, config.GRADIENT_CLIP_NORM,
+                                   decay_steps)
+        model.keras_model.compile(optimizer=optimizer)
 
 
 class MatterportCheckpoint(keras.callbacks.Callback):
@@ -237,7 +240,7 @@ def train(
     val_batches = None
     if val_dataset is not None:
         val_batches = TrainingBatches(val_dataset, config, shuffle=True, seed=None if seed is None else seed + 1)
-    placeholder = tf.data.Dataset.from_tensors(0).repeat()
+    placeholder = _placeholder_stream(model.keras_model.distribute_strategy.num_replicas_in_sync)
 
     checkpoint = MatterportCheckpoint(model.keras_model, model.checkpoint_path)
     history = LossHistory()
@@ -284,6 +287,14 @@ def train(
                 json.dump({"epochs": history.epochs, "steps": history.steps}, handle)
     model.epoch = max(model.epoch, int(epochs))
     return run
+
+
+def _placeholder_stream(replicas: int) -> tf.data.Dataset:
+    """What fit() iterates to count steps: one element per replica (a distributed fit splits its batch
+    dimension over the replicas), never sharded."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return tf.data.Dataset.from_tensors(tf.zeros([replicas], tf.int32)).repeat().with_options(options)
 
 
 def _epoch_of(checkpoint_path: str) -> int:

@@ -29,6 +29,7 @@ from mrcnn import losses
 from mrcnn.anchors import get_anchors
 from mrcnn.boxes import norm_boxes_graph
 from mrcnn.config import LOSS_NAMES, Config
+from mrcnn.distribute import first_replica, global_sum, num_replicas, split_batch
 from mrcnn.graph import INPUT_IMAGE, INPUT_IMAGE_META, build_feature_maps, build_rpn_outputs, check_image_shape
 from mrcnn.image_meta import parse_image_meta_graph
 from mrcnn.layers.detection_targets import DetectionTargetLayer
@@ -79,31 +80,64 @@ class TrainingModel(keras.Model):
         return self.weight_decay * tf.add_n(terms)
 
     def _compute_losses(self, data: Any, training: bool) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+        """This replica's share of the total loss and of each loss (the whole batch's on one device)."""
         inputs, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         outputs = self(inputs, training=training)
         named = dict(zip(self.output_names, outputs, strict=True))
         parts = {name: tf.reduce_mean(named[name]) for name in LOSS_NAMES}
         total = tf.add_n([parts[name] * self.loss_weights_by_name[name] for name in LOSS_NAMES])
-        return total + self.l2_loss(), parts
+        return total + self.l2_loss() / num_replicas(), parts
 
     def _report(self, total: tf.Tensor, parts: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        self.loss_trackers["loss"].update_state(total)
+        # The replicas' shares add up to the whole batch's losses; every replica's tracker records those.
+        self.loss_trackers["loss"].update_state(global_sum(total))
         for name, value in parts.items():
-            self.loss_trackers[name].update_state(value)
+            self.loss_trackers[name].update_state(global_sum(value))
         return {name: tracker.result() for name, tracker in self.loss_trackers.items()}
 
-    def train_step(self, data: Any) -> dict[str, tf.Tensor]:
+    def _gradients(self, data: Any) -> tuple[tf.Tensor, dict[str, tf.Tensor], list, list]:
         with tf.GradientTape() as tape:
             total, parts = self._compute_losses(data, training=True)
         variables = self.trainable_variables
-        gradients = tape.gradient(total, variables)
+        return total, parts, tape.gradient(total, variables), variables
+
+    def train_step(self, data: Any) -> dict[str, tf.Tensor]:
+        total, parts, gradients, variables = self._gradients(data)
         pairs = [(g, v) for g, v in zip(gradients, variables, strict=True) if g is not None]
+        # In a multi-device step apply_gradients sums the replicas' gradients before clipping and updating.
         self.optimizer.apply_gradients(pairs)
         return self._report(total, parts)
 
     def test_step(self, data: Any) -> dict[str, tf.Tensor]:
         total, parts = self._compute_losses(data, training=False)
         return self._report(total, parts)
+
+    def batch_gradients(self, batch: tuple) -> tuple[dict[str, float], list[np.ndarray | None]]:
+        """Losses (``loss`` + LOSS_NAMES) and gradients of the trainable variables on one global batch, without
+        updating anything: on several devices the replicas' gradients summed, as the optimizer applies them.
+        For checks and benchmarks; ``None`` for a variable the loss does not reach."""
+        strategy = self.distribute_strategy
+
+        def replica_step(data: Any) -> tuple:
+            total, parts, gradients, _ = self._gradients(data)
+            losses_ = {"loss": global_sum(total), **{k: global_sum(v) for k, v in parts.items()}}
+            return losses_, [tf.zeros(()) if g is None else g for g in gradients]
+
+        if strategy.num_replicas_in_sync == 1:
+            losses_, gradients = tf.function(replica_step)((tuple(tf.convert_to_tensor(a) for a in batch),))
+        else:
+            data = (split_batch(strategy, tuple(batch), self.images_per_replica),)
+
+            @tf.function
+            def distributed() -> tuple:
+                per_replica_losses, per_replica_gradients = strategy.run(replica_step, args=(data,))
+                summed = [strategy.reduce(tf.distribute.ReduceOp.SUM, g, axis=None) for g in per_replica_gradients]
+                return first_replica(strategy, per_replica_losses), summed
+
+            losses_, gradients = distributed()
+        # A scalar zero stands for "no gradient" (every variable of the model is at least 1-D).
+        return ({k: float(v) for k, v in losses_.items()},
+                [np.asarray(g) if np.ndim(g) else None for g in gradients])
 
     # Batch feeds: Keras' fit/evaluate iterate a placeholder dataset while the step takes its batch from a
     # ``BatchFeed`` (Python-built batches passed in as tensors). tf.data's from_generator doubled the step time.
@@ -133,14 +167,27 @@ class TrainingModel(keras.Model):
             self.test_function = self._fed_function(self.test_step, feed, self._test_counter)
         return self.test_function
 
-    @staticmethod
-    def _fed_function(step_method: Any, feed: Any, counter: tf.Variable) -> Any:
-        """What Keras calls once per step: ``step_method`` compiled, run on the feed's next batch."""
-        step = tf.function(step_method, reduce_retracing=True)
+    def _fed_function(self, step_method: Any, feed: Any, counter: tf.Variable) -> Any:
+        """What Keras calls once per step: ``step_method`` compiled, run on the feed's next batch (split over the
+        replicas when the model was built for several devices)."""
+        strategy = self.distribute_strategy
+        if strategy.num_replicas_in_sync == 1:
+            step = tf.function(step_method, reduce_retracing=True)
+
+            def batch_of(arrays: tuple) -> tuple:
+                return tuple(tf.convert_to_tensor(array) for array in arrays)
+        else:
+            def distributed(data: Any) -> dict[str, tf.Tensor]:
+                return first_replica(strategy, strategy.run(step_method, args=(data,)))
+
+            step = tf.function(distributed, reduce_retracing=True)
+
+            def batch_of(arrays: tuple) -> Any:
+                return split_batch(strategy, arrays, self.images_per_replica)
 
         def run_one_step(iterator: Any) -> dict[str, tf.Tensor]:
             del iterator  # the placeholder stream only counts the steps
-            logs = step((tuple(tf.convert_to_tensor(array) for array in feed.next_batch()),))
+            logs = step((batch_of(feed.next_batch()),))
             counter.assign_add(1)
             return logs
 
@@ -262,4 +309,5 @@ def build_training_model(config: Config) -> TrainingModel:
                rpn_rois, output_rois, *loss_outputs]
     model = TrainingModel(inputs, outputs, name=TRAINING_MODEL_NAME)
     model.configure_losses(config.LOSS_WEIGHTS, config.WEIGHT_DECAY)
+    model.images_per_replica = int(config.IMAGES_PER_GPU)
     return model

@@ -342,16 +342,38 @@ def test_unknown_route_and_wrong_method_are_json(client) -> None:
 def test_execution_parameters_defaults_and_env() -> None:
     defaults = service.ServiceSettings.from_env({})
     assert defaults.execution_parameters() == {"MaxConcurrentTransforms": 1, "BatchStrategy": "SINGLE_RECORD",
-                                               "MaxPayloadInMB": 6}
+                                               "MaxPayloadInMB": 6,
+                                               "MicroBatching": {"MAX_BATCH": 1, "BATCH_WAIT_MS": 0}}
     batch = service.ServiceSettings.from_env({"SAGEMAKER_MAX_PAYLOAD_IN_MB": "20", "MODEL_SERVER_WORKERS": "8"})
     assert batch.max_body_bytes == 20 * service.MIB
     # 8 workers x 20 MB would break SageMaker's MaxConcurrentTransforms x MaxPayloadInMB <= 100.
     assert batch.execution_parameters() == {"MaxConcurrentTransforms": 5, "BatchStrategy": "SINGLE_RECORD",
-                                            "MaxPayloadInMB": 20}
+                                            "MaxPayloadInMB": 20,
+                                            "MicroBatching": {"MAX_BATCH": 1, "BATCH_WAIT_MS": 0}}
     with pytest.raises(ValueError, match="MAX_BODY_MB"):
         service.ServiceSettings.from_env({"MAX_BODY_MB": "lots"})
     app = service.create_app(loader=lambda: None, settings=batch)
     assert app.test_client().get("/execution-parameters").get_json()["MaxPayloadInMB"] == 20
+
+
+def test_batching_settings_from_env_off_on_cpu_on_with_a_gpu() -> None:
+    cpu = service.ServiceSettings.from_env({"SERVE_GPU_DEVICES": ""})
+    assert (cpu.max_batch, cpu.batch_wait_ms) == (1, 0)
+    gpu = service.ServiceSettings.from_env({"SERVE_GPU_DEVICES": "0", "MODEL_SERVER_WORKERS": "1"})
+    assert (gpu.max_batch, gpu.batch_wait_ms) == (8, 5)
+    # Batch Transform may send a full batch per worker at once.
+    assert gpu.execution_parameters()["MaxConcurrentTransforms"] == 8
+    assert gpu.execution_parameters()["MicroBatching"] == {"MAX_BATCH": 8, "BATCH_WAIT_MS": 5}
+    forced = service.ServiceSettings.from_env({service.ENV_MAX_BATCH: "4", service.ENV_BATCH_WAIT_MS: "2"})
+    assert (forced.max_batch, forced.batch_wait_ms) == (4, 2)
+    off_on_gpu = service.ServiceSettings.from_env({"SERVE_GPU_DEVICES": "0,1", service.ENV_MAX_BATCH: "1"})
+    assert off_on_gpu.max_batch == 1
+    for bad in ({service.ENV_MAX_BATCH: "0"}, {service.ENV_MAX_BATCH: "many"}, {service.ENV_BATCH_WAIT_MS: "-1"}):
+        with pytest.raises(ValueError, match="MAX_BATCH|BATCH_WAIT_MS"):
+            service.ServiceSettings.from_env(bad)
+    app = service.create_app(loader=lambda: None, settings=forced)
+    assert app.test_client().get("/execution-parameters").get_json()["MicroBatching"] == {
+        "MAX_BATCH": 4, "BATCH_WAIT_MS": 2}
 
 
 def test_one_json_log_line_per_request(client, capsys) -> None:

@@ -114,7 +114,8 @@ def test_other_routes_are_json_404_and_batch_parameters_answer(live_server) -> N
     missing = requests.get(live_server.url + "/no-such-route", timeout=10)
     assert missing.status_code == 404 and missing.json()["error"] == "not_found"
     params = requests.get(live_server.url + "/execution-parameters", timeout=10).json()
-    assert params == {"MaxConcurrentTransforms": 1, "BatchStrategy": "SINGLE_RECORD", "MaxPayloadInMB": 6}
+    assert params == {"MaxConcurrentTransforms": 1, "BatchStrategy": "SINGLE_RECORD", "MaxPayloadInMB": 6,
+                      "MicroBatching": {"MAX_BATCH": 1, "BATCH_WAIT_MS": 0}}
 
 
 def test_concurrent_clients_all_succeed(live_server, test_images_dir: Path) -> None:

@@ -99,6 +99,27 @@ def test_bad_hyperparameter_fails_with_a_reason(tmp_path, synth_dataset):
     assert not (root / "model").exists() or not any((root / "model").iterdir())
 
 
+def test_multi_device_gpu_count_hyperparameter_sets_the_config():
+    from car_damage.training.train import TrainOptions
+    from car_damage.training.job import visible_gpu_count
+
+    assert parse_hyperparameters({"gpu_count": "4"}) == {"gpu_count": 4}
+    options = TrainOptions(dataset=Path("data"), images_per_gpu=2, gpu_count=4)
+    config = options.config()
+    assert (config.GPU_COUNT, config.IMAGES_PER_GPU, config.BATCH_SIZE) == (4, 2, 8)
+    assert visible_gpu_count() == 1  # no GPU here: one device
+    with pytest.raises(ValueError, match="gpu-count"):
+        TrainOptions(dataset=Path("data"), gpu_count=0)
+
+
+def test_multi_device_more_gpus_than_the_instance_has_fails_with_a_reason(tmp_path, synth_dataset):
+    root = make_root(tmp_path, synth_dataset, {**TINY, "gpu_count": "4"})
+    result = run_train(root, timeout=180)
+    assert result.returncode == 1
+    failure = (root / "output" / "failure").read_text()
+    assert failure.startswith("ValueError: GPU_COUNT=4 but this machine shows 0 GPU(s)"), failure
+
+
 def test_missing_channels_fail_with_a_reason(tmp_path):
     root = tmp_path / "opt_ml"
     (root / "input" / "data" / "other").mkdir(parents=True)

@@ -15,7 +15,8 @@ argument; default: no floor, i.e. the model's threshold). ``models[].min_score``
 threshold actually applied.
 
 Threads. One lock serialises the model calls (one GPU, and Keras models are not re-entrant); decoding
-and post-processing of other requests run in parallel with it.
+and post-processing of other requests run in parallel with it. With batching on (``BatchSettings``,
+``car_damage.answer.batching``) each model's concurrent requests are gathered into one detect() call.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from car_damage.answer.batching import BatchSettings, MicroBatcher, batch_sizes_to_warm
 from car_damage.answer.options import TYPE_NAME_PATTERN, InferenceOptions
 from car_damage.answer.response import ModelDetections, ModelInfo, build_response
 from car_damage.errors import BadOption, ImageDecodeError, ModelLoadError
@@ -162,7 +164,7 @@ def load_model(weights_path: str | Path, card: ModelCard | None = None,
 class DamagePredictor:
     """Runs every loaded model (or those a request asks for) and builds the response. Thread-safe."""
 
-    def __init__(self, models: Sequence[LoadedModel]) -> None:
+    def __init__(self, models: Sequence[LoadedModel], batching: BatchSettings | None = None) -> None:
         if not models:
             raise ModelLoadError("no models to serve")
         types = [m.damage_type for m in models]
@@ -170,13 +172,26 @@ class DamagePredictor:
             raise ModelLoadError(f"two models for the same damage type: {types}")
         self.models = list(models)
         self._lock = threading.Lock()
+        self.batching = batching or BatchSettings()
+        self._batchers: dict[str, MicroBatcher] = {}
+        if self.batching.enabled:
+            for loaded in self.models:
+                self._batchers[loaded.damage_type] = MicroBatcher(
+                    self._locked_detect_batch(loaded), self.batching, name=loaded.damage_type)
+
+    def _locked_detect_batch(self, loaded: LoadedModel):
+        def detect_batch(images: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:
+            with self._lock:
+                return loaded.model.detect_batch(list(images))
+
+        return detect_batch
 
     @classmethod
-    def from_model_dir(cls, path: str | Path, warmup: bool = True,
-                       score_floor: float | None = None) -> DamagePredictor:
+    def from_model_dir(cls, path: str | Path, warmup: bool = True, score_floor: float | None = None,
+                       batching: BatchSettings | None = None) -> DamagePredictor:
         files = _weights_files(Path(path))
         models = [load_model(weights, score_floor=score_floor) for weights in files.values()]
-        predictor = cls(models)
+        predictor = cls(models, batching)
         logger.info("loaded %d model(s) from %s: %s", len(models), path,
                     ", ".join(f"{m.damage_type} ({m.weights_path.name}, {m.backbone}, {m.version})" for m in models))
         if warmup:
@@ -185,8 +200,8 @@ class DamagePredictor:
 
     @classmethod
     def from_weights(cls, path: str | Path, card: ModelCard | None = None, warmup: bool = True,
-                     score_floor: float | None = None) -> DamagePredictor:
-        predictor = cls([load_model(path, card, score_floor=score_floor)])
+                     score_floor: float | None = None, batching: BatchSettings | None = None) -> DamagePredictor:
+        predictor = cls([load_model(path, card, score_floor=score_floor)], batching)
         if warmup:
             predictor.warmup()
         return predictor
@@ -196,15 +211,24 @@ class DamagePredictor:
         return tuple(m.damage_type for m in self.models)
 
     def warmup(self) -> None:
-        """One detection per model on a dummy image, so the first request does not pay for tracing."""
+        """One detection per model and per batch size the batcher can form (1 when batching is off) on dummy
+        images, so no request pays for tracing (or, with XLA, compiling) a graph."""
+        sizes = batch_sizes_to_warm(self.batching) if self.batching.enabled else [1]
         for loaded in self.models:
             config = loaded.model.config
             side = int(config.IMAGE_MIN_DIM)
             dummy = np.full((side, side * 4 // 3, 3), 127, dtype=np.uint8)
-            started = time.perf_counter()
-            with self._lock:
-                loaded.model.detect([dummy])
-            logger.info("warmed up %s in %.0f ms", loaded.damage_type, (time.perf_counter() - started) * 1000)
+            for size in sizes:
+                started = time.perf_counter()
+                with self._lock:
+                    loaded.model.detect_batch([dummy] * size)
+                logger.info("warmed up %s at batch %d in %.0f ms", loaded.damage_type, size,
+                            (time.perf_counter() - started) * 1000)
+
+    def close(self) -> None:
+        """Stop the batching threads (nothing to do with batching off)."""
+        for batcher in self._batchers.values():
+            batcher.close()
 
     def predict(self, rgb: np.ndarray, options: InferenceOptions | None = None, *,
                 decode_ms: float | None = None) -> dict[str, Any]:
@@ -227,13 +251,21 @@ class DamagePredictor:
         for loaded in selected:
             threshold = loaded.default_min_score if options.min_score is None else options.min_score
             threshold = max(threshold, loaded.graph_min_score)
-            waited = time.perf_counter()
-            with self._lock:
-                # Model time only: waiting for other requests' model calls is reported as "queue".
-                model_started = time.perf_counter()
-                result = loaded.model.detect([rgb])[0]
-                inference_ms += (time.perf_counter() - model_started) * 1000
-            queue_ms += (model_started - waited) * 1000
+            batcher = self._batchers.get(loaded.damage_type)
+            if batcher is not None:
+                # queue = waiting for the batch to fill and for the model; inference = the batch's model call.
+                batched = batcher.detect(rgb)
+                result = batched.result
+                inference_ms += batched.inference_ms
+                queue_ms += batched.queue_ms
+            else:
+                waited = time.perf_counter()
+                with self._lock:
+                    # Model time only: waiting for other requests' model calls is reported as "queue".
+                    model_started = time.perf_counter()
+                    result = loaded.model.detect([rgb])[0]
+                    inference_ms += (time.perf_counter() - model_started) * 1000
+                queue_ms += (model_started - waited) * 1000
             keep = np.asarray(result["scores"]) >= threshold
             detections.append(ModelDetections(loaded.damage_type, loaded.class_names, result["rois"][keep],
                                               result["class_ids"][keep], result["scores"][keep],

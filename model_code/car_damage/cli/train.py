@@ -31,6 +31,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--min-confidence", type=float, default=d.min_confidence,
                    help="DETECTION_MIN_CONFIDENCE stored in the model card")
     p.add_argument("--images-per-gpu", type=int, default=d.images_per_gpu)
+    p.add_argument("--gpu-count", type=int, default=d.gpu_count,
+                   help="train on this many GPUs at once (global batch = images per GPU x GPU count)")
     p.add_argument("--out", type=Path, help="where the deliverable goes (default: the run's log folder)")
     p.add_argument("--coco-path", type=Path, help="local mask_rcnn_coco.h5 (default ./mask_rcnn_coco.h5)")
     p.add_argument("--drop-leaked-val", action="store_true",
@@ -49,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
         attributes=args.attribute, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
         validation_steps=args.val_steps, layers=args.layers, logs=args.logs, backbone=args.backbone,
         image_size=args.image_size, learning_rate=args.learning_rate, augment=args.augment,
-        min_confidence=args.min_confidence, images_per_gpu=args.images_per_gpu, out=args.out,
+        min_confidence=args.min_confidence, images_per_gpu=args.images_per_gpu, gpu_count=args.gpu_count,
+        out=args.out,
         coco_path=args.coco_path, drop_leaked_val=args.drop_leaked_val, evaluate=args.evaluate,
         config_overrides=dict(args.config_overrides), seed=args.seed,
     )

@@ -24,6 +24,7 @@ from car_damage.deploy.api import AwsApi, DeployError, S3Uri, check_name, resolv
 from car_damage.deploy.resources import (
     DEFAULT_BATCH_AMI,
     DEFAULT_GPU_INSTANCE,
+    INSTANCE_GPU_COUNT,
     NOT_FOUND,
     ModelData,
     ami_for,
@@ -152,6 +153,9 @@ def run_train_job(args: argparse.Namespace, api: AwsApi) -> dict[str, Any]:
     if args.val:
         channels["val"] = S3Uri.parse(args.val, what="--val").as_prefix()
     hyperparameters = parse_hyperparameters(args.hp)
+    if "gpu_count" not in hyperparameters and args.instance_type in INSTANCE_GPU_COUNT:
+        # Train on every GPU of the instance (multi-GPU data parallelism when there are several).
+        hyperparameters["gpu_count"] = str(INSTANCE_GPU_COUNT[args.instance_type])
     job = check_name(args.job_name, "--job-name") if args.job_name else timestamped("car-damage-train")
     for name, uri in channels.items():
         api.require_s3_prefix(uri, f"{name} channel")

@@ -34,6 +34,20 @@ HASH_CHARS = 10
 NOT_FOUND = ("Could not find", "not found", "ResourceNotFound")
 
 
+#: GPUs per SageMaker instance type (AWS's published sizes), for the training job's gpu_count hyperparameter.
+#: A type not listed gets no hyperparameter: the job then counts the GPUs it sees at run time.
+INSTANCE_GPU_COUNT: dict[str, int] = {
+    **{f"ml.{family}.{size}": 1 for family in ("g4dn", "g5", "g6", "g6e")
+       for size in ("xlarge", "2xlarge", "4xlarge", "8xlarge", "16xlarge")},
+    "ml.g4dn.12xlarge": 4, "ml.g5.12xlarge": 4, "ml.g5.24xlarge": 4, "ml.g5.48xlarge": 8,
+    "ml.g6.12xlarge": 4, "ml.g6.24xlarge": 4, "ml.g6.48xlarge": 8,
+    "ml.g6e.12xlarge": 4, "ml.g6e.24xlarge": 4, "ml.g6e.48xlarge": 8,
+    "ml.p3.2xlarge": 1, "ml.p3.8xlarge": 4, "ml.p3.16xlarge": 8, "ml.p3dn.24xlarge": 8,
+    "ml.p4d.24xlarge": 8, "ml.p4de.24xlarge": 8, "ml.p5.48xlarge": 8, "ml.p5e.48xlarge": 8,
+    "ml.p5en.48xlarge": 8,
+}
+
+
 def is_gpu_instance(instance_type: str) -> bool:
     return bool(GPU_INSTANCE_PATTERN.match(instance_type))
 

@@ -126,6 +126,7 @@ HYPERPARAMETERS: dict[str, tuple[str, Any]] = {
     "lr": ("learning_rate", _parse_float), "learning_rate": ("learning_rate", _parse_float),
     "augment": ("augment", _parse_bool), "min_confidence": ("min_confidence", _parse_float),
     "images_per_gpu": ("images_per_gpu", _parse_int), "drop_leaked_val": ("drop_leaked_val", _parse_bool),
+    "gpu_count": ("gpu_count", _parse_int),
     "evaluate": ("evaluate", _parse_bool),
 }
 BACKBONES = ("resnet101", "resnet50", "tiny")
@@ -214,6 +215,13 @@ class StopOnSigterm:
         return [_Checkpointer()]
 
 
+def visible_gpu_count() -> int:
+    """GPUs this container sees (1 on a CPU-only instance: one device, the CPU)."""
+    import tensorflow as tf
+
+    return max(1, len(tf.config.list_physical_devices("GPU")))
+
+
 def has_checkpoint(checkpoints: Path, label: str) -> bool:
     return any(checkpoints.glob(f"{label.lower()}*/mask_rcnn_{label.lower()}_*.h5"))
 
@@ -228,6 +236,9 @@ def run_job(paths: JobPaths, stop: StopOnSigterm) -> int:
         logger.warning("%s not found: using the defaults", paths.hyperparameters)
         raw = {}
     values = {"evaluate": True, **parse_hyperparameters(raw)}
+    if "gpu_count" not in values:  # train on every GPU the instance has
+        values["gpu_count"] = visible_gpu_count()
+    logger.info("training on %d device(s), %d image(s) each", values["gpu_count"], values.get("images_per_gpu", 1))
     train_dir, val_dir = resolve_channels(paths.data)
     options = TrainOptions(train_dir=train_dir, val_dir=val_dir, logs=paths.checkpoints, out=paths.model,
                            report_dir=paths.output_data, **values)

@@ -50,6 +50,8 @@ class TrainOptions:
     augment: bool = False
     min_confidence: float = 0.9
     images_per_gpu: int = 1
+    #: Devices to train on (Config.GPU_COUNT; > 1 is MirroredStrategy data parallelism, mrcnn.distribute).
+    gpu_count: int = 1
     out: Path | None = None
     coco_path: Path | None = None
     drop_leaked_val: bool = False
@@ -68,7 +70,7 @@ class TrainOptions:
             raise ValueError(f"label {self.label!r} must be letters, digits, '_' or '-' (it names the model file)")
         if self.image_size < 64 or self.image_size % 64:
             raise ValueError(f"image size must be a positive multiple of 64, got {self.image_size}")
-        for name in ("epochs", "steps_per_epoch", "validation_steps", "images_per_gpu"):
+        for name in ("epochs", "steps_per_epoch", "validation_steps", "images_per_gpu", "gpu_count"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.min_confidence <= 1.0:
@@ -97,7 +99,7 @@ class TrainOptions:
             IMAGE_MAX_DIM=self.image_size, IMAGE_MIN_DIM=min(OLD_MIN_DIM, self.image_size),
             STEPS_PER_EPOCH=self.steps_per_epoch, VALIDATION_STEPS=self.validation_steps,
             LEARNING_RATE=self.learning_rate, DETECTION_MIN_CONFIDENCE=self.min_confidence,
-            IMAGES_PER_GPU=self.images_per_gpu,
+            IMAGES_PER_GPU=self.images_per_gpu, GPU_COUNT=self.gpu_count,
         )
         values.update(self.config_overrides)
         return make_config(**values)

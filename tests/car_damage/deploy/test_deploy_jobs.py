@@ -127,7 +127,9 @@ def test_spot_training_job(aws):
     job = aws.sagemaker.describe_training_job(TrainingJobName="scratch-1")
     assert job["AlgorithmSpecification"]["TrainingImage"] == IMAGE
     assert job["RoleArn"] == ROLE
-    assert job["HyperParameters"] == {"epochs": "30", "layers": "heads", "learning_rate": "0.001"}
+    # ml.g5.xlarge has one GPU (deploy's instance table), so the job trains on one.
+    assert job["HyperParameters"] == {"epochs": "30", "layers": "heads", "learning_rate": "0.001",
+                                      "gpu_count": "1"}
     channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in job["InputDataConfig"]}
     assert channels == {"train": "s3://training/data/train/", "val": "s3://training/data/val/"}
     assert job["EnableManagedSpotTraining"] is True
@@ -139,6 +141,22 @@ def test_spot_training_job(aws):
     again = aws.run("train-job", "--image", IMAGE, "--role", ROLE, "--train", "s3://training/data/train",
                     "--output", "s3://training/jobs", "--job-name", "scratch-1")
     assert again.code == 1 and "already exists" in again.err
+
+
+def test_multi_device_training_job_gets_the_instance_gpu_count(aws):
+    aws.bucket("training")
+    aws.put("training", "data/train/via_region_data.json", b"{}")
+    base = ["train-job", "--image", IMAGE, "--role", ROLE, "--train", "s3://training/data/train",
+            "--output", "s3://training/jobs", "--no-wait"]
+    for name, instance, extra, expected in (("four", "ml.g5.12xlarge", [], "4"),
+                                            ("eight", "ml.p4d.24xlarge", [], "8"),
+                                            ("chosen", "ml.p4d.24xlarge", ["--hp", "gpu_count=2"], "2"),
+                                            ("unknown", "ml.g7.99xlarge", [], None)):
+        result = aws.run(*base, "--job-name", name, "--instance-type", instance, *extra)
+        assert result.code == 0, result.err
+        hyperparameters = aws.sagemaker.describe_training_job(TrainingJobName=name)["HyperParameters"]
+        # An instance type missing from the table: the job counts the GPUs it sees at run time.
+        assert hyperparameters.get("gpu_count") == expected, name
 
 
 def test_training_errors(aws):
