@@ -89,6 +89,14 @@ class AreaCalibration:
             return 1.0 / (self.pixels_per_unit * self.pixels_per_unit)
         return (self.frame_width / width_px) * (self.frame_height / height_px)
 
+    def unit_per_pixel(self, width_px: int, height_px: int) -> tuple[float, float]:
+        """Physical (width, height) of one pixel in ``unit``: lengths along x and along y (a frame may differ)."""
+        if width_px <= 0 or height_px <= 0:
+            raise ValueError(f"image size must be positive, got {width_px}x{height_px}")
+        if self.pixels_per_unit is not None:
+            return 1.0 / self.pixels_per_unit, 1.0 / self.pixels_per_unit
+        return self.frame_width / width_px, self.frame_height / height_px
+
     def area(self, pixels: int, width_px: int, height_px: int) -> float:
         return pixels * self.pixel_area(width_px, height_px)
 

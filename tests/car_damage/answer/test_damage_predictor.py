@@ -66,7 +66,8 @@ def test_loads_every_model_in_the_folder(predictor):
 
 def test_predict_matches_the_raw_model_output(predictor):
     image = _image()
-    response = predictor.predict(image, InferenceOptions(types=("scratch",), polygon_tolerance=0), decode_ms=2.5)
+    response = predictor.predict(image, InferenceOptions(types=("scratch",), polygon_tolerance=0, merge="none"),
+                                 decode_ms=2.5)
     validate_response(response)
     assert response["image"] == {"width": 128, "height": 96}
     assert [m["type"] for m in response["models"]] == ["scratch"]
@@ -85,6 +86,14 @@ def test_predict_matches_the_raw_model_output(predictor):
     assert timings["decode"] == 2.5 and timings["inference"] > 0
     assert timings["queue"] >= 0
     assert timings["total"] >= timings["queue"] + timings["inference"] + timings["postprocess"] + 2.5 - 0.01
+    assert response["models"][0]["merge"]["mode"] == "none" and response["options"]["merge"] == "none"
+
+    grouped = predictor.predict(image, InferenceOptions(types=("scratch",)))  # the card's default: overlap
+    validate_response(grouped)
+    assert grouped["models"][0]["merge"]["mode"] == "overlap" and grouped["options"]["merge"] is None
+    assert sum(d["parts"] for d in grouped["damages"]) == len(expected)
+    assert grouped["damage_count"] <= len(expected)
+    assert grouped["totals"]["area_px"] == union  # grouping never changes the union
 
 
 def test_options_are_applied(predictor):
