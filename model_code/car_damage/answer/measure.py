@@ -71,6 +71,7 @@ class Stroke:
     path: np.ndarray
     #: The parts' resampled paths (x, y pixel centres), for lengths in anisotropic units.
     polylines: tuple[np.ndarray, ...] = ()
+    #: Length added beyond each end of ``ends`` (same order), in pixels.
     end_corrections: tuple[float, ...] = ()
 
 
@@ -200,18 +201,18 @@ def stroke(crop: np.ndarray, origin: tuple[int, int] = (0, 0), box: OrientedBox 
     length, ends, paths, polylines, corrections = 0.0, [], [], [], []
     for path in _longest_paths(skeleton):
         xy = path[:, ::-1].astype(np.float64) + shift + 0.5  # pixel centres
-        correction = float(distance[tuple(path[0])] + distance[tuple(path[-1])]) - 1.0
-        if len(path) == 1:
-            correction = 0.0
+        # Thinning stops short of each end: add the end pixel's distance to the edge (centre to edge: -0.5).
+        end_gaps = (0.0, 0.0) if len(path) == 1 else \
+            tuple(max(float(distance[tuple(p)]) - 0.5, 0.0) for p in (path[0], path[-1]))
         resampled = _resampled(xy)
-        part_length = _polyline_length(resampled) + max(correction, 0.0)
+        part_length = _polyline_length(resampled) + sum(end_gaps)
         if len(path) == 1:
             part_length = max(part_length, 1.0)
         length += part_length
         ends += [_end(xy, True, -box.direction()), _end(xy, False, -box.direction())]
         paths.append(xy)
         polylines.append(resampled)
-        corrections.append(max(correction, 0.0))
+        corrections += list(end_gaps)
     if length <= 0:  # no skeleton (cannot happen for a non-empty mask, but never divide by zero)
         length = max(box.length, 1.0)
     return Stroke(float(length), area / length, tuple(ends), np.concatenate(paths) if paths else np.zeros((0, 2)),
@@ -220,9 +221,9 @@ def stroke(crop: np.ndarray, origin: tuple[int, int] = (0, 0), box: OrientedBox 
 
 def stroke_length_in_units(measured: Stroke, scale: tuple[float, float]) -> float:
     """The stroke's length with x and y pixels of different physical sizes (``scale`` = unit per pixel in x, y)."""
-    mean_scale = math.sqrt(scale[0] * scale[1])
-    return sum(_polyline_length(line, scale) for line in measured.polylines) + \
-        sum(measured.end_corrections) * mean_scale
+    ends = sum(gap * math.hypot(end.direction[0] * scale[0], end.direction[1] * scale[1])
+               for gap, end in zip(measured.end_corrections, measured.ends, strict=True))
+    return sum(_polyline_length(line, scale) for line in measured.polylines) + ends
 
 
 def box_sides_in_units(box: OrientedBox, scale: tuple[float, float]) -> tuple[float, float]:
