@@ -11,7 +11,8 @@ thin diagonal stroke have boxes that overlap little). Two detections of the SAME
    Two parallel scratches 20 px apart fail the offset test however small the gap; a scratch ending across
    another fails the direction test.
 
-Joining is transitive (union-find). Types are never joined: a scratch inside a dent stays two damages. A group
+Grouping is greedy in score order and never chains two groups through one piece (``group_pieces``). Types are
+never joined: a scratch inside a dent stays two damages. A group
 has the union mask, the best score (and that detection's class), the union of the boxes and ``parts`` = how
 many detections it holds. ``merge="none"`` returns every detection as its own group.
 """
@@ -138,35 +139,45 @@ def _elongated(measured: Stroke) -> bool:
 
 
 def group_pieces(pieces: Sequence[Piece], settings: GroupingSettings) -> list[list[int]]:
-    """Indices of ``pieces`` (all of ONE damage type) grouped into damages, each group in input order."""
-    count = len(pieces)
-    parent = list(range(count))
+    """Indices of ``pieces`` (ONE damage type, best score first) grouped into damages, each group in input order.
 
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
+    Greedy, best score first. A group's anchors are its best piece and the pieces that continue its stroke
+    (rule 2); a piece joins the group whose anchor it overlaps most (rule 1), or else the first group with an
+    anchor it continues, or starts a new group. A piece that joined by overlap is no anchor, and a piece joins at
+    most one group, so a stray detection spanning two touching scratches cannot chain them into one damage.
+    """
+    if settings.mode == "none":
+        return [[i] for i in range(len(pieces))]
+    groups: list[list[int]] = []
+    anchors: list[list[int]] = []
+    for i, piece in enumerate(pieces):
+        best_group, best_overlap, continued = -1, 0.0, False
+        for g, group_anchors in enumerate(anchors):
+            for m in group_anchors:
+                other = pieces[m]
+                if not _near(piece, other, 1):
+                    continue
+                overlap = _intersection(piece, other) / max(1, min(piece.area_px, other.area_px))
+                if overlap >= settings.containment and overlap > best_overlap:
+                    best_group, best_overlap = g, overlap
+        if best_group < 0 and piece.is_stroke_type:
+            best_group = next((g for g, group_anchors in enumerate(anchors) for m in group_anchors
+                               if pieces[m].is_stroke_type and _near(piece, pieces[m], settings.gap_px + 1)
+                               and _joins_stroke(piece, pieces[m], settings)), -1)
+            continued = best_group >= 0
+        if best_group < 0:
+            groups.append([i])
+            anchors.append([i])
+        else:
+            groups[best_group].append(i)
+            if continued:
+                anchors[best_group].append(i)
+    return groups
 
-    if settings.mode == "overlap":
-        for i in range(count):
-            for j in range(i + 1, count):
-                if find(i) == find(j):
-                    continue
-                a, b = pieces[i], pieces[j]
-                if not _near(a, b, settings.gap_px + 1):
-                    continue
-                joined = _intersection(a, b) >= settings.containment * min(a.area_px, b.area_px)
-                if not joined and a.is_stroke_type and b.is_stroke_type:
-                    sa, sb = a.stroke(), b.stroke()
-                    joined = _elongated(sa) and _elongated(sb) and (_continues(sa, sb, settings) or
-                                                                     _continues(sb, sa, settings))
-                if joined:
-                    parent[find(j)] = find(i)
-    groups: dict[int, list[int]] = {}
-    for i in range(count):
-        groups.setdefault(find(i), []).append(i)
-    return sorted(groups.values(), key=lambda members: members[0])
+
+def _joins_stroke(a: Piece, b: Piece, settings: GroupingSettings) -> bool:
+    sa, sb = a.stroke(), b.stroke()
+    return _elongated(sa) and _elongated(sb) and (_continues(sa, sb, settings) or _continues(sb, sa, settings))
 
 
 def union_crop(pieces: Sequence[Piece]) -> tuple[np.ndarray, int, int]:

@@ -33,11 +33,11 @@ class OperatingPoint:
     min_score: float | None = None
     merge: str = "overlap"
     #: Intersection over the smaller mask above which two detections of one type are one damage.
-    merge_containment: float = 0.5
+    merge_containment: float = 0.3
     #: Largest gap (px) bridged between two pieces of one stroke running in the same direction.
     merge_gap_px: float = 12.0
     #: Largest angle (degrees) between the directions of two pieces of one stroke.
-    merge_angle_deg: float = 25.0
+    merge_angle_deg: float = 15.0
     chosen_by: str = "defaults"
     validation: dict[str, Any] = field(default_factory=dict)
 

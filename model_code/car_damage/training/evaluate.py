@@ -9,8 +9,17 @@ already filtered by DETECTION_MIN_CONFIDENCE):
 - ``precision`` / ``recall`` / ``f1``: pooled over the split at IoU 0.5 (matched predictions / predictions,
   matched ground truth / ground truth, their harmonic mean);
 - ``per_class_ap``: per class, all-points AP of the pooled precision-recall curve at IoU 0.5 (VOC style);
-- ``pr_curve``: that pooled curve over all classes, also drawn by ``plot_precision_recall``.
+- ``pr_curve``: that pooled curve over all classes, also drawn by ``plot_precision_recall``;
+- ``counts``: the number of damages per image, as the service answers it, against the true number:
+  ``exact_rate`` (images counted exactly), ``mae`` (mean absolute count error), ``over_images`` /
+  ``under_images`` (images counted too high / too low), ``over_damages`` / ``under_damages`` (the surplus and
+  the deficit summed over images) and ``per_image`` (``{image, true, predicted}``). Every image counts here,
+  those without ground truth too (their true count is 0).
 Images without ground truth are left out of the per-image means (their AP is undefined).
+
+``evaluate_weights`` evaluates what the service returns: the card's operating point (score threshold and damage
+grouping, ``car_damage.training.calibrate.postprocess``) unless overridden; with ``calibrate`` it first chooses
+that operating point on the split and writes it into the card.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from car_damage.data.rle import mask_to_rle
+from car_damage.training.counts import count_metrics
 from mrcnn import utils
 
 logger = logging.getLogger(__name__)
@@ -70,6 +80,7 @@ class EvaluationReport:
     per_class_ap: dict[str, float]
     coco: dict[str, float] = field(default_factory=dict)
     pr_curve: dict[str, list[float]] = field(default_factory=dict)
+    counts: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,10 +92,30 @@ class EvaluationReport:
             f"mean recall {self.mean_recall:.4f}  precision {self.precision:.4f}  recall {self.recall:.4f}  "
             f"F1 {self.f1:.4f}",
         ]
+        if self.counts:
+            c = self.counts
+            lines.append(f"count exact {c['exact_rate']:.4f} ({c['exact_images']}/{c['images']} images)  "
+                         f"count MAE {c['mae']:.4f}  over-counted {c['over_images']} images (+{c['over_damages']})  "
+                         f"under-counted {c['under_images']} images (-{c['under_damages']})")
         if self.coco:
             lines.append("COCO segm " + "  ".join(f"{k} {v:.4f}" for k, v in self.coco.items()))
         lines += [f"AP@0.5 {name}: {ap:.4f}" for name, ap in self.per_class_ap.items()]
         return lines
+
+
+def pooled_f1(items: Sequence[ImageDetections]) -> float:
+    """F1 at mask IoU 0.5, predictions and ground truth pooled over the split (0 when either side is empty)."""
+    matched_predictions = matched_gt = predictions = gt = 0
+    for item in items:
+        predictions += len(item.pred_scores)
+        gt += len(item.gt_class_ids)
+        if len(item.pred_scores) and len(item.gt_class_ids):
+            gt_match, pred_match, _ = _matches(item)
+            matched_gt += int(np.sum(gt_match > -1))
+            matched_predictions += int(np.sum(pred_match > -1))
+    precision = matched_predictions / predictions if predictions else 0.0
+    recall = matched_gt / gt if gt else 0.0
+    return 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
 
 
 def _matches(item: ImageDetections, class_id: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -221,6 +252,7 @@ def evaluate_detections(
         per_class_ap=per_class,
         coco=coco_segm_metrics(scored, class_names) if with_coco else {},
         pr_curve={"precision": [float(v) for v in curve_p], "recall": [float(v) for v in curve_r]},
+        counts=count_metrics(items).to_json(),
     )
 
 
@@ -271,10 +303,17 @@ class EvaluationRun:
     json_path: Path
     plot_path: Path
     report: EvaluationReport
+    #: What post-processing the predictions had: {min_score, merge, containment}.
+    postprocess: dict[str, Any] = field(default_factory=dict)
+    calibration: Any = None  # calibrate.Calibration when the operating point was chosen here
+    calibration_plot: Path | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"weights": str(self.weights), "split": str(self.split_dir), "class_names": self.class_names,
-                "plot": str(self.plot_path), **self.report.to_json()}
+        data = {"weights": str(self.weights), "split": str(self.split_dir), "class_names": self.class_names,
+                "plot": str(self.plot_path), "postprocess": self.postprocess, **self.report.to_json()}
+        if self.calibration is not None:
+            data["calibration"] = {**self.calibration.to_json(), "plot": str(self.calibration_plot)}
+        return data
 
 
 def evaluate_weights(
@@ -286,12 +325,23 @@ def evaluate_weights(
     min_confidence: float | None = None,
     limit: int | None = None,
     exclude: Sequence[str] = (),
+    merge: str | None = None,
+    calibrate: bool = False,
+    card_path: str | Path | None = None,
 ) -> EvaluationRun:
     """Load ``weights`` (config from ``card`` or its sidecar), detect on ``split_dir`` (minus the file names in
-    ``exclude``), write JSON + PR plot."""
+    ``exclude``), post-process as the service does, write JSON + PR plot.
+
+    ``min_confidence`` replaces both the graph's DETECTION_MIN_CONFIDENCE and the card's operating threshold;
+    ``merge`` the card's grouping mode. ``calibrate`` detects once at the sweep floor, chooses the operating
+    point (``calibrate.sweep``), writes it into the card (``card_path``, default the weights' sidecar) with the
+    sweep's plot ``<name>_operating_point.png``, and evaluates at that point."""
     import json
 
+    from car_damage.answer.grouping import GroupingSettings
     from car_damage.data.dataset import DamageDataset, load_split
+    from car_damage.model.card import card_path_for
+    from car_damage.training.calibrate import SWEEP_FLOOR, plot_sweep, postprocess, sweep
     from car_damage.training.weights import card_for_weights, check_weights_file, inference_model
 
     weights, split_dir, out_json = Path(weights), Path(split_dir), Path(out_json)
@@ -301,12 +351,28 @@ def evaluate_weights(
     dataset = DamageDataset.from_split(load_split(split_dir, classes, attributes), classes, exclude=exclude)
     if not len(dataset.image_ids):
         raise ValueError(f"{split_dir}: no annotated image to evaluate")
-    overrides = {} if min_confidence is None else {"DETECTION_MIN_CONFIDENCE": float(min_confidence)}
-    model, _ = inference_model(weights, card=card, info=info, **overrides)
-    report = evaluate_detections(detect_split(model, dataset, limit), card.class_names)
+    detect_floor = card.default_min_score if min_confidence is None else float(min_confidence)
+    graph_floor = min(float(card.to_config().DETECTION_MIN_CONFIDENCE), detect_floor)
+    if calibrate:
+        graph_floor = min(graph_floor, SWEEP_FLOOR)
+    model, _ = inference_model(weights, card=card, info=info, DETECTION_MIN_CONFIDENCE=graph_floor)
+    raw = detect_split(model, dataset, limit)
     out_json.parent.mkdir(parents=True, exist_ok=True)
+    calibration = calibration_plot = None
+    if calibrate:
+        calibration = sweep(raw, card.class_names, card.operating_point, card.damage_type)
+        card.operating_point = calibration.operating_point(card.operating_point)
+        saved = card.save(card_path or card_path_for(weights))
+        calibration_plot = plot_sweep(calibration, out_json.with_name(out_json.stem + "_operating_point.png"))
+        logger.info("operating point written to %s (curve: %s)", saved, calibration_plot)
+        detect_floor = card.default_min_score if min_confidence is None else float(min_confidence)
+    grouping = GroupingSettings.from_operating_point(card.operating_point, merge)
+    items = [postprocess(item, detect_floor, grouping, card.class_names, card.damage_type) for item in raw]
+    report = evaluate_detections(items, card.class_names)
     plot = plot_precision_recall(report, out_json.with_name(out_json.stem + "_pr.png"))
-    run = EvaluationRun(weights, split_dir, list(card.class_names), out_json, plot, report)
+    applied = {"min_score": detect_floor, **grouping.to_json()}
+    run = EvaluationRun(weights, split_dir, list(card.class_names), out_json, plot, report, applied, calibration,
+                        calibration_plot)
     out_json.write_text(json.dumps(run.to_json(), indent=2) + "\n")
     logger.info("evaluation of %s on %s written to %s", weights, split_dir, out_json)
     return run

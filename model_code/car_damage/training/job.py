@@ -126,7 +126,7 @@ HYPERPARAMETERS: dict[str, tuple[str, Any]] = {
     "lr": ("learning_rate", _parse_float), "learning_rate": ("learning_rate", _parse_float),
     "augment": ("augment", _parse_bool), "min_confidence": ("min_confidence", _parse_float),
     "images_per_gpu": ("images_per_gpu", _parse_int), "drop_leaked_val": ("drop_leaked_val", _parse_bool),
-    "evaluate": ("evaluate", _parse_bool),
+    "evaluate": ("evaluate", _parse_bool), "calibrate": ("calibrate", _parse_bool),
 }
 BACKBONES = ("resnet101", "resnet50", "tiny")
 
