@@ -79,6 +79,11 @@ class Piece:
     def right(self) -> int:
         return self.left + self.crop.shape[1]
 
+    @property
+    def measured_stroke(self) -> Stroke | None:
+        """The stroke if it was measured already (grouping measures only the pieces it has to)."""
+        return self._stroke
+
     def stroke(self) -> Stroke:
         if self._stroke is None:
             self._stroke = stroke(self.crop, (self.left, self.top))

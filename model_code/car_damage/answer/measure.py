@@ -9,7 +9,7 @@ measured from +x towards +y (clockwise on screen, because y points down).
 
 Stroke. A scratch is priced by its length along the stroke, not by its box. The mask is thinned to a one-pixel
 skeleton (``skimage.morphology.skeletonize``); per connected part the longest path through the skeleton graph
-(8-neighbours, found by two Dijkstra sweeps from scipy) is resampled every few pixels (an 8-neighbour chain
+(8-neighbours, found by two breadth-first sweeps from scipy) is resampled every few pixels (an 8-neighbour chain
 counts up to 8 % too much on slanted lines) and measured; each end adds the distance from its end pixel to the
 mask's edge (Euclidean distance transform minus half a pixel), because thinning stops about half a width short
 of the ends. The length of a damage is the sum over its parts; ``width`` is area / length (the mean width).
@@ -18,13 +18,14 @@ A straight 100 x 5 px bar measures 100 x 5.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
 from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components, dijkstra
+from scipy.sparse.csgraph import breadth_first_order
 from scipy.spatial import ConvexHull
 
 #: Path points kept when measuring along the skeleton (every n-th point, plus the last).
@@ -114,7 +115,11 @@ def oriented_box(crop: np.ndarray, origin: tuple[int, int] = (0, 0)) -> Oriented
 
 
 def _longest_paths(skeleton: np.ndarray) -> list[np.ndarray]:
-    """Per connected part of a skeleton, the (approximately) longest path as an ordered [K, 2] (row, col) array."""
+    """Per connected part of a skeleton, the (approximately) longest path as an ordered [K, 2] (row, col) array.
+
+    Two breadth-first sweeps over the 8-neighbour graph (the farthest node from any node is one end of a longest
+    path on a tree); hop counts pick the ends, the length is measured on the path itself afterwards.
+    """
     rows, cols = np.nonzero(skeleton)
     count = rows.size
     if count == 0:
@@ -122,28 +127,24 @@ def _longest_paths(skeleton: np.ndarray) -> list[np.ndarray]:
     index = np.full(skeleton.shape, -1, dtype=np.int64)
     index[rows, cols] = np.arange(count)
     padded = np.pad(index, 1, constant_values=-1)
-    heads, tails, weights = [], [], []
+    heads, tails = [], []
     for dr, dc in _NEIGHBOURS:
         other = padded[1 + rows + dr, 1 + cols + dc]
         linked = other >= 0
         heads.append(np.flatnonzero(linked))
         tails.append(other[linked])
-        weights.append(np.full(int(linked.sum()), math.hypot(dr, dc)))
-    head, tail, weight = np.concatenate(heads), np.concatenate(tails), np.concatenate(weights)
-    graph = coo_matrix((weight, (head, tail)), shape=(count, count)).tocsr()
-    parts, labels = connected_components(graph, directed=False)
+    head, tail = np.concatenate(heads), np.concatenate(tails)
+    graph = coo_matrix((np.ones(head.size), (head, tail)), shape=(count, count)).tocsr()
+    labels, parts = ndimage.label(skeleton, structure=np.ones((3, 3), dtype=bool))
     paths = []
-    for part in range(parts):
-        members = np.flatnonzero(labels == part)
-        # Double sweep: the farthest node from any node is one end of a longest path (exact on trees).
-        start = members[0]
-        distances = dijkstra(graph, directed=False, indices=start)
-        first = members[np.argmax(distances[members])]
-        distances, predecessors = dijkstra(graph, directed=False, indices=first, return_predecessors=True)
-        node = members[np.argmax(distances[members])]
+    for part in range(1, parts + 1):
+        start = int(index[labels == part][0])
+        first = int(breadth_first_order(graph, start, directed=False, return_predecessors=False)[-1])
+        order, predecessors = breadth_first_order(graph, first, directed=False)
+        node = int(order[-1])
         chain = [node]
         while node != first:
-            node = predecessors[node]
+            node = int(predecessors[node])
             chain.append(node)
         paths.append(np.stack([rows[chain], cols[chain]], axis=1))
     return paths
@@ -182,11 +183,12 @@ def stroke(crop: np.ndarray, origin: tuple[int, int] = (0, 0), box: OrientedBox 
                  math.ceil(math.sqrt(crop.size / MAX_MEASURED_PIXELS)))
     if factor > 1:
         height, width = -(-crop.shape[0] // factor) * factor, -(-crop.shape[1] // factor) * factor
-        blocks = np.zeros((height, width), dtype=np.float32)
+        blocks = np.zeros((height, width), dtype=np.uint16)
         blocks[: crop.shape[0], : crop.shape[1]] = crop
-        shrunk = blocks.reshape(height // factor, factor, width // factor, factor).mean(axis=(1, 3)) >= 0.5
+        shrunk = blocks.reshape(height // factor, factor, width // factor, factor).sum(axis=(1, 3)) * 2 >= factor ** 2
         if shrunk.any():
-            small = stroke(shrunk, (0, 0))
+            small_box = dataclasses.replace(box, length=box.length / factor, width=box.width / factor)
+            small = stroke(shrunk, (0, 0), small_box)
             scale = float(factor)
             origin_xy = np.array(origin, dtype=np.float64)
             polylines = tuple(line * scale + origin_xy for line in small.polylines)

@@ -33,7 +33,7 @@ import numpy as np
 
 from car_damage.answer.geometry import AreaCalibration, mask_to_polygons, tight_crop
 from car_damage.answer.grouping import GroupingSettings, Piece, group_pieces, is_stroke_name, union_crop
-from car_damage.answer.measure import box_sides_in_units, oriented_box, stroke_length_in_units
+from car_damage.answer.measure import Stroke, box_sides_in_units, oriented_box, stroke_length_in_units
 from car_damage.answer.options import InferenceOptions
 from car_damage.data.rle import mask_to_rle
 
@@ -110,6 +110,7 @@ class _Kept:
     left: int
     area_px: int
     parts: int = 1
+    stroke: Stroke | None = None  # measured already while grouping
 
     def full_mask(self, image_size: tuple[int, int]) -> np.ndarray:
         mask = np.zeros(image_size, dtype=bool)
@@ -208,6 +209,7 @@ def _grouped(items: list[_Kept], model_detections: ModelDetections, options: Inf
     for members in group_pieces(pieces, dataclasses.replace(settings, mode=mode)):
         best = items[members[0]]
         if len(members) == 1:
+            best.stroke = pieces[members[0]].measured_stroke
             merged.append(best)
             continue
         crop, top, left = union_crop([pieces[m] for m in members])
@@ -255,7 +257,7 @@ def _measurements(item: _Kept, calibration: AreaCalibration | None, image_size: 
     if is_stroke_name(item.damage_type, item.class_name):
         from car_damage.answer.measure import stroke
 
-        measured = stroke(item.crop, (item.left, item.top), box)
+        measured = item.stroke or stroke(item.crop, (item.left, item.top), box)
         entry: dict[str, Any] = {"length_px": round(measured.length_px, 3), "width_px": round(measured.width_px, 3)}
         if scale is not None:
             length = stroke_length_in_units(measured, scale)
