@@ -205,7 +205,15 @@ class DamagePredictor:
         return tuple(m.damage_type for m in self.models)
 
     def warmup(self) -> None:
-        """One detection per model on a dummy image, so the first request does not pay for tracing."""
+        """One detection per model on a dummy image, so the first request does not pay for tracing, and one
+        post-processing of a drawn stroke (skimage's thinning and GEOS load on first use: ~100 ms)."""
+        from car_damage.answer.geometry import mask_to_polygons
+        from car_damage.answer.measure import stroke
+
+        bar = np.zeros((12, 40), dtype=bool)
+        bar[4:8, 4:36] = True
+        stroke(bar)
+        mask_to_polygons(bar, 1.0)
         for loaded in self.models:
             config = loaded.model.config
             side = int(config.IMAGE_MIN_DIM)
