@@ -235,3 +235,22 @@ def test_from_weights_with_an_explicit_card(tmp_path, weights_source):
     predictor = DamagePredictor.from_weights(weights, card=_card("glass"), warmup=False)
     assert predictor.damage_types == ("glass",)
     assert predictor.describe()[0]["name"] == "anything.h5"  # predict itself is covered above
+
+
+def test_the_cards_operating_point_is_the_default(tmp_path, weights_source):
+    from car_damage.model.card import OperatingPoint
+
+    card = _card("scratch", DETECTION_MIN_CONFIDENCE=0.6)
+    card.operating_point = OperatingPoint(min_score=0.55, merge="none", merge_containment=0.4, chosen_by="test")
+    _install(tmp_path, weights_source, "scratch", card)
+    predictor = DamagePredictor.from_model_dir(tmp_path, warmup=False)
+    loaded = predictor.models[0]
+    assert loaded.default_min_score == 0.55 and loaded.graph_min_score == 0.55  # built low enough for it
+    assert predictor.describe()[0]["min_score"] == 0.55
+    response = predictor.predict(_image())
+    validate_response(response)
+    assert response["models"][0]["min_score"] == 0.55
+    assert response["models"][0]["merge"] == {"mode": "none", "containment": 0.4, "gap_px": 12.0, "angle_deg": 15.0}
+    assert all(d["score"] >= 0.55 and d["parts"] == 1 for d in response["damages"])
+    asked = predictor.predict(_image(), InferenceOptions(merge="overlap"))
+    assert asked["models"][0]["merge"]["mode"] == "overlap"
