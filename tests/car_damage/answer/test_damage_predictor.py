@@ -254,3 +254,24 @@ def test_the_cards_operating_point_is_the_default(tmp_path, weights_source):
     assert all(d["score"] >= 0.55 and d["parts"] == 1 for d in response["damages"])
     asked = predictor.predict(_image(), InferenceOptions(merge="overlap"))
     assert asked["models"][0]["merge"]["mode"] == "overlap"
+
+
+def test_real_photos_give_valid_polygons_and_measurements(predictor):
+    """The real photos through the random tiny model (speckled masks: many small parts, holes, corner contacts)."""
+    import shapely
+
+    from car_damage.data.images import decode_image
+    from tests.conftest import require_shared
+
+    photos = sorted(require_shared("test_images").glob("*.*"))
+    assert photos
+    for path in photos:
+        response = predictor.predict(decode_image(path.read_bytes()), InferenceOptions(polygon_tolerance=2))
+        validate_response(response)
+        for damage in response["damages"]:
+            parts = [shapely.Polygon(p[0], p[1:]) for p in damage["polygons"]]
+            assert all(shapely.is_valid(p) for p in parts), path.name
+            assert shapely.is_valid(shapely.MultiPolygon(parts)), path.name
+            assert damage["oriented_box"]["length_px"] >= damage["oriented_box"]["width_px"] > 0
+            if damage["type"] == "scratch":
+                assert damage["stroke"]["length_px"] > 0
