@@ -95,17 +95,16 @@ def oriented_box(crop: np.ndarray, origin: tuple[int, int] = (0, 0)) -> Oriented
     hull = points[ConvexHull(points).vertices]
     edges = np.roll(hull, -1, axis=0) - hull
     angles = np.unique(np.mod(np.arctan2(edges[:, 1], edges[:, 0]), np.pi / 2))
-    best = None
-    for angle in angles:
-        u = np.array([math.cos(angle), math.sin(angle)])
-        v = np.array([-u[1], u[0]])
-        along, across = hull @ u, hull @ v
-        extent_u, extent_v = along.max() - along.min(), across.max() - across.min()
-        area = extent_u * extent_v
-        if best is None or area < best[0] - 1e-9:
-            center = u * (along.max() + along.min()) / 2 + v * (across.max() + across.min()) / 2
-            best = (area, angle, extent_u, extent_v, center)
-    _, angle, extent_u, extent_v, center = best
+    u = np.stack([np.cos(angles), np.sin(angles)], axis=1)  # one candidate side direction per hull edge
+    v = np.stack([-u[:, 1], u[:, 0]], axis=1)
+    along, across = hull @ u.T, hull @ v.T  # [hull points, candidates]
+    extents_u = along.max(axis=0) - along.min(axis=0)
+    extents_v = across.max(axis=0) - across.min(axis=0)
+    areas = extents_u * extents_v
+    best = int(np.flatnonzero(areas <= areas.min() + 1e-9)[0])  # the first of equal minima (smallest angle)
+    angle, extent_u, extent_v = float(angles[best]), float(extents_u[best]), float(extents_v[best])
+    center = u[best] * (along[:, best].max() + along[:, best].min()) / 2 + \
+        v[best] * (across[:, best].max() + across[:, best].min()) / 2
     if extent_v > extent_u:  # the long side runs along v
         angle, extent_u, extent_v = angle + np.pi / 2, extent_v, extent_u
     degrees = math.degrees(angle) % 180.0
