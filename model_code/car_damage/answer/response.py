@@ -205,8 +205,13 @@ def _grouped(items: list[_Kept], model_detections: ModelDetections, options: Inf
     items = sorted(items, key=lambda item: -item.score)
     pieces = [Piece(item.crop, item.top, item.left, item.area_px,
                     is_stroke_name(item.damage_type, item.class_name)) for item in items]
+    groups = []
+    for class_name in dict.fromkeys(item.class_name for item in items):  # classes of one model never merge either
+        members = [i for i, item in enumerate(items) if item.class_name == class_name]
+        groups += [[members[k] for k in group] for group in
+                   group_pieces([pieces[i] for i in members], dataclasses.replace(settings, mode=mode))]
     merged = []
-    for members in group_pieces(pieces, dataclasses.replace(settings, mode=mode)):
+    for members in groups:
         best = items[members[0]]
         if len(members) == 1:
             best.stroke = pieces[members[0]].measured_stroke

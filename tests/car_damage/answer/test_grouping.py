@@ -122,3 +122,15 @@ def test_calibrated_lengths_are_validated_against_the_schema():
     del damage["stroke"]["length"]
     with pytest.raises(ValueError, match="calibrated lengths"):
         validate_response(response)
+
+
+def test_classes_of_one_model_are_never_grouped():
+    scratch, dent = _band(SHAPE, (20, 20), (100, 80), 5), _band(SHAPE, (20, 20), (100, 80), 7)
+    detections = ModelDetections("damage", ["BG", "scratch", "dent"], np.array([[0, 0, 90, 110]] * 2),
+                                 np.array([1, 2]), np.array([0.9, 0.8]), np.stack([scratch, dent], -1))
+    models = [ModelInfo("damage", "mask_cnn_damage.h5", "v", "tiny", 0.5, GroupingSettings())]
+    response = build_response(SHAPE, [detections], models, InferenceOptions(), {"inference": 1.0, "total": 1.0,
+                                                                                "postprocess": 0.0})
+    validate_response(response)
+    assert [(d["class_name"], d["parts"]) for d in response["damages"]] == [("scratch", 1), ("dent", 1)]
+    assert "stroke" in response["damages"][0] and "stroke" not in response["damages"][1]
