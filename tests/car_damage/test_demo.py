@@ -141,6 +141,7 @@ def test_demo_end_to_end_at_a_tiny_size(tmp_path: Path, capsys: pytest.CaptureFi
 
     map50 = float(re.search(r"Held-out synthetic mask mAP@0\.5: ([0-9.]+)", printed).group(1))
     assert 0.0 <= map50 <= 1.0
+    assert re.search(r"damage count exact on \d+/\d+ images \(\d+%\), count MAE [0-9.]+", printed)
     port = int(re.search(r"http://127\.0\.0\.1:(\d+)", printed).group(1))
     assert f"the page (while the demo runs): http://127.0.0.1:{port}/" in printed
     assert _port_is_closed(port), "the service still listens after the demo"
@@ -151,6 +152,15 @@ def test_demo_end_to_end_at_a_tiny_size(tmp_path: Path, capsys: pytest.CaptureFi
     again = capsys.readouterr().out
     assert "Using the cached demo model" in again and "Training the demo model" not in again
     assert f"mAP@0.5: {map50:.3f}" in again
+
+
+def test_quality_summary_prints_the_count_accuracy_next_to_map() -> None:
+    metrics = {"map50": 0.8712, "counts": {"exact_images": 34, "images": 40, "exact_rate": 0.85, "mae": 0.2,
+                                           "over_images": 3, "under_images": 3}}
+    assert demo.quality_summary(metrics, 40) == (
+        "Held-out synthetic mask mAP@0.5: 0.871 (meets the 0.6 target; 40 images); damage count exact on 34/40 "
+        "images (85%), count MAE 0.20, 3 over- and 3 under-counted")
+    assert demo.quality_summary({}, 40) == "Held-out synthetic mask mAP@0.5: unknown (n/a the 0.6 target; 40 images)"
 
 
 def test_run_logged_keeps_json_and_dent_warnings_off_the_screen_but_in_the_log(tmp_path: Path, capfd) -> None:

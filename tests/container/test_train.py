@@ -100,8 +100,8 @@ def test_bad_hyperparameter_fails_with_a_reason(tmp_path, synth_dataset):
 
 
 def test_multi_device_gpu_count_hyperparameter_sets_the_config():
-    from car_damage.training.train import TrainOptions
     from car_damage.training.job import visible_gpu_count
+    from car_damage.training.train import TrainOptions
 
     assert parse_hyperparameters({"gpu_count": "4"}) == {"gpu_count": 4}
     options = TrainOptions(dataset=Path("data"), images_per_gpu=2, gpu_count=4)

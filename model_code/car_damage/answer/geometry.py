@@ -15,10 +15,13 @@ hole when it is enclosed by the component, even if it touches the outside at a s
 touches its exterior at one point (valid for OGC/GeoJSON consumers), rings never cross themselves before
 simplification.
 
-Simplification. Douglas-Peucker (every dropped point lies within ``tolerance`` pixels of the segment
-that replaces it; vectorised here, ~10x faster than ``skimage.measure.approximate_polygon``); 0 keeps
-the exact pixel outline (only collinear points are dropped). A ring that would collapse below 3 points
-keeps its exact outline. Simplified rings approximate the mask; ``area_px`` always counts pixels.
+Simplification. GEOS's topology-preserving simplifier (``shapely.simplify(..., preserve_topology=True)``:
+Douglas-Peucker, so every dropped point lies within ``tolerance`` pixels of the segment that replaced it, but a
+point is kept whenever dropping it would make rings cross or touch). All parts of one damage are simplified
+together, so they stay apart as well; a damage whose simplified outline is not ``shapely.is_valid`` (GEOS's
+known corner case: a hole tiny against the tolerance) keeps its exact outline. 0 keeps the exact pixel outline
+(only collinear points are dropped). Vertices stay integer pixel corners (a subset of the exact outline's).
+Simplified rings approximate the mask; ``area_px`` always counts pixels.
 
 Calibrated area. ``AreaCalibration`` converts pixels to a physical area, either from the size of the whole
 image frame (the old system: the photo covers 14 in wide x 18 in high of car body, so one pixel of a
@@ -27,7 +30,7 @@ image frame (the old system: the photo covers 14 in wide x 18 in high of car bod
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +44,8 @@ FOUR_CONNECTED = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=bool)
 # Edge directions in image coordinates (x right, y down): 0 +x, 1 +y, 2 -x, 3 -y. Every boundary edge is
 # oriented with its foreground pixel on the walker's right, so (d + 1) % 4 is a right turn, (d + 3) % 4 left.
 _DIRECTION_STEPS = np.array([[1, 0], [0, 1], [-1, 0], [0, -1]], dtype=np.int64)
+
+logger = logging.getLogger(__name__)
 
 Ring = list[list[int]]
 Polygon = list[Ring]
@@ -89,6 +94,14 @@ class AreaCalibration:
             return 1.0 / (self.pixels_per_unit * self.pixels_per_unit)
         return (self.frame_width / width_px) * (self.frame_height / height_px)
 
+    def unit_per_pixel(self, width_px: int, height_px: int) -> tuple[float, float]:
+        """Physical (width, height) of one pixel in ``unit``: lengths along x and along y (a frame may differ)."""
+        if width_px <= 0 or height_px <= 0:
+            raise ValueError(f"image size must be positive, got {width_px}x{height_px}")
+        if self.pixels_per_unit is not None:
+            return 1.0 / self.pixels_per_unit, 1.0 / self.pixels_per_unit
+        return self.frame_width / width_px, self.frame_height / height_px
+
     def area(self, pixels: int, width_px: int, height_px: int) -> float:
         return pixels * self.pixel_area(width_px, height_px)
 
@@ -135,13 +148,39 @@ def mask_to_polygons(mask: np.ndarray, tolerance: float = 1.0, *, origin: tuple[
     if not (exteriors_per_label == 1).all():  # a 4-connected component has exactly one outer boundary
         raise RuntimeError("a mask component without exactly one exterior ring (internal error)")
     shift = np.array([left - 1, top - 1], dtype=np.int64)  # padded crop -> image coordinates
-    simplified = simplify_rings(rings, tolerance)
-    polygons: list[Polygon] = [[] for _ in range(count)]
+    parts: list[list[np.ndarray]] = [[] for _ in range(count)]
     for is_exterior in (True, False):  # exterior first, then holes in tracing order
-        for ring, label, area in zip(simplified, ring_labels, ring_areas, strict=True):
+        for ring, label, area in zip(rings, ring_labels, ring_areas, strict=True):
             if (area > 0) == is_exterior:
-                polygons[label - 1].append((ring + shift).tolist())
-    return polygons
+                parts[label - 1].append(ring + shift)
+    if tolerance > 0:
+        parts = simplify_polygons(parts, tolerance)
+    return [[ring.tolist() for ring in part] for part in parts]
+
+
+def simplify_polygons(parts: list[list[np.ndarray]], tolerance: float) -> list[list[np.ndarray]]:
+    """Topology-preserving simplification of one damage's polygons (rings as [K, 2] int arrays, open, exterior
+    first), all parts together; the exact rings back when GEOS's result is not valid (module docstring)."""
+    import shapely
+
+    geometry = shapely.MultiPolygon([shapely.Polygon(part[0], part[1:]) for part in parts])
+    simplified = shapely.simplify(geometry, tolerance, preserve_topology=True)
+    pieces = list(simplified.geoms) if isinstance(simplified, shapely.MultiPolygon) else [simplified]
+    if len(pieces) != len(parts) or not shapely.is_valid(simplified):
+        logger.debug("simplified outline invalid (%s): keeping the exact one", shapely.is_valid_reason(simplified))
+        return parts
+    result = []
+    for piece, part in zip(pieces, parts, strict=True):
+        rings = [piece.exterior, *piece.interiors]
+        if len(rings) != len(part):
+            return parts
+        arrays = [np.rint(np.asarray(ring.coords)[:-1]).astype(np.int64) for ring in rings]
+        # GEOS keeps each ring's direction; make sure of ours: exteriors positive, holes negative (y down).
+        arrays = [ring if (_signed_area(ring) > 0) == (k == 0) else ring[::-1] for k, ring in enumerate(arrays)]
+        # A rectangle stays a rectangle (GEOS would cut a 4-point ring to a triangle at large tolerances).
+        result.append([exact if len(exact) <= 4 else ring for ring, exact in zip(arrays, part, strict=True)])
+    restored = shapely.MultiPolygon([shapely.Polygon(p[0], p[1:]) for p in result])
+    return result if shapely.is_valid(restored) else parts
 
 
 def _trace_rings(labels: np.ndarray) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
@@ -227,69 +266,6 @@ def _cycle_order(next_edge: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _signed_area(ring: np.ndarray) -> float:
     x, y = ring[:, 0].astype(np.float64), ring[:, 1].astype(np.float64)
     return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y))
-
-
-def simplify_rings(rings: Sequence[np.ndarray], tolerance: float) -> list[np.ndarray]:
-    """Douglas-Peucker on closed rings ([K, 2] arrays, open form), all rings in one vectorised pass.
-
-    Every dropped point lies within ``tolerance`` of the segment (not the infinite line) that replaces it.
-    Breadth-first: each round splits every segment whose farthest point is beyond the tolerance at that
-    point (the same points as the recursive algorithm); settled segments drop out. Rings of 4 points or
-    fewer, and rings that would fall below 3 points, are returned unchanged.
-    """
-    rings = [np.asarray(ring) for ring in rings]
-    todo = [i for i, ring in enumerate(rings) if len(ring) > 4] if tolerance > 0 else []
-    if not todo:
-        return rings
-    # Concatenate the closed rings; each ring's first point, farthest point and closing copy are anchors,
-    # so no segment ever spans two rings.
-    lengths = np.array([len(rings[i]) for i in todo])
-    firsts = np.r_[0, np.cumsum(lengths + 1)[:-1]]
-    closed = np.concatenate([np.vstack([rings[i], rings[i][:1]]) for i in todo]).astype(np.float64)
-    ring_of = np.repeat(np.arange(len(todo)), lengths + 1)
-    from_first = ((closed - closed[firsts][ring_of]) ** 2).sum(axis=1)
-    farthest = firsts + np.array([int(np.argmax(from_first[f: f + n])) for f, n in zip(firsts, lengths, strict=True)])
-    keep = np.zeros(len(closed), dtype=bool)
-    keep[firsts] = keep[farthest] = keep[firsts + lengths] = True
-    pending = ~keep
-    limit = tolerance * tolerance
-    while True:
-        position = np.flatnonzero(pending)
-        if position.size == 0:
-            break
-        anchors = np.flatnonzero(keep)
-        segment = np.searchsorted(anchors, position, side="right") - 1
-        a, b = closed[anchors[segment]], closed[anchors[segment + 1]]
-        direction = b - a
-        length2 = np.einsum("ij,ij->i", direction, direction)
-        points = closed[position]
-        t = np.clip(np.einsum("ij,ij->i", points - a, direction) / np.where(length2 > 0, length2, 1.0), 0, 1)
-        offset = points - (a + t[:, None] * direction)
-        distance2 = np.einsum("ij,ij->i", offset, offset)
-        starts = _run_starts(segment)  # positions are grouped by segment
-        worst = np.repeat(np.maximum.reduceat(distance2, starts), np.diff(np.append(starts, position.size)))
-        splits = worst > limit
-        pending[position[~splits]] = False  # those segments are final
-        candidates = np.flatnonzero(splits & (distance2 == worst))
-        if candidates.size == 0:
-            break
-        chosen = position[candidates[_run_starts(segment[candidates])]]  # first farthest point per segment
-        keep[chosen] = True
-        pending[chosen] = False
-    result = list(rings)
-    for index, first, length in zip(todo, firsts, lengths, strict=True):
-        kept = keep[first: first + length]
-        if kept.sum() >= 3:
-            result[index] = rings[index][kept]
-    return result
-
-
-def _run_starts(values: np.ndarray) -> np.ndarray:
-    """Indices where a new run of equal values begins in a 1-D array (0 included when non-empty)."""
-    change = np.empty(len(values), dtype=bool)
-    change[:1] = True
-    np.not_equal(values[1:], values[:-1], out=change[1:])
-    return np.flatnonzero(change)
 
 
 def polygon_area(polygon: Polygon) -> float:

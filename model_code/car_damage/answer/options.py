@@ -13,6 +13,7 @@ that adds query parameters must not override what the caller put in CustomAttrib
 | max_instances     | int in [1, 1000]                           | no cap beyond the models' own            |
 | polygon_tolerance | float px in [0, 50]                        | 1.0                                      |
 | masks             | none or rle                                | none                                     |
+| merge             | none or overlap (damage grouping)          | each model card's operating point        |
 | frame_width       | float > 0 (with frame_height)              | no calibration                           |
 | frame_height      | float > 0 (with frame_width)               | no calibration                           |
 | pixels_per_unit   | float > 0 (instead of the frame)           | no calibration                           |
@@ -31,6 +32,7 @@ from urllib.parse import unquote
 
 from car_damage.answer.geometry import LENGTH_UNITS, AreaCalibration
 from car_damage.errors import BadOption
+from car_damage.model.card import MERGE_MODES
 
 MIN_SCORE_RANGE = (0.0, 1.0)
 MAX_INSTANCES_RANGE = (1, 1000)
@@ -43,7 +45,7 @@ MAX_CALIBRATION_VALUE = 1e7
 #: A damage type name as it appears in ``mask_cnn_<type>.h5``.
 TYPE_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 OPTION_KEYS = (
-    "min_score", "types", "max_instances", "polygon_tolerance", "masks",
+    "min_score", "types", "max_instances", "polygon_tolerance", "masks", "merge",
     "frame_width", "frame_height", "pixels_per_unit", "unit",
 )
 
@@ -58,6 +60,8 @@ class InferenceOptions:
     polygon_tolerance: float = DEFAULT_POLYGON_TOLERANCE
     masks: str = "none"
     calibration: AreaCalibration | None = None
+    #: ``none`` or ``overlap``; None: each model card's operating point (overlap unless the card says otherwise).
+    merge: str | None = None
 
     def __post_init__(self) -> None:
         # Constructed directly (not only via from_mapping): the same ranges hold.
@@ -73,6 +77,8 @@ class InferenceOptions:
             )
         if self.masks not in MASK_FORMATS:
             raise BadOption(f"masks={self.masks!r} is not one of {', '.join(MASK_FORMATS)}")
+        if self.merge is not None and self.merge not in MERGE_MODES:
+            raise BadOption(f"merge={self.merge!r} is not one of {', '.join(MERGE_MODES)}")
         if self.types is not None and not self.types:
             raise BadOption("types is empty; omit it to run every model")
 
@@ -93,6 +99,7 @@ class InferenceOptions:
                                            default=DEFAULT_POLYGON_TOLERANCE),
             masks=_parse_choice(raw, "masks", MASK_FORMATS, default="none"),
             calibration=_parse_calibration(raw),
+            merge=_parse_choice(raw, "merge", MERGE_MODES, default=None),
         )
 
     def to_json(self) -> dict[str, object]:
@@ -103,6 +110,7 @@ class InferenceOptions:
             "max_instances": self.max_instances,
             "polygon_tolerance": self.polygon_tolerance,
             "masks": self.masks,
+            "merge": self.merge,
         }
 
 
@@ -193,7 +201,7 @@ def _parse_int(raw: Mapping[str, str], key: str, low: int, high: int) -> int | N
     return value
 
 
-def _parse_choice(raw: Mapping[str, str], key: str, choices: tuple[str, ...], default: str) -> str:
+def _parse_choice(raw: Mapping[str, str], key: str, choices: tuple[str, ...], default: str | None) -> str | None:
     text = raw.get(key)
     if text is None:
         return default

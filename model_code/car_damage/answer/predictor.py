@@ -8,8 +8,10 @@ folder, no weights, an unreadable file or card, a card that contradicts its weig
 type) raises ``errors.ModelLoadError`` naming the file and the reason, so ``/ping`` can stay 503 with a
 log line that says exactly what to fix.
 
-Scores. Each model keeps its own DETECTION_MIN_CONFIDENCE (card or DamageConfig: 0.9) as its default
-threshold. A request's ``min_score`` replaces it, but the graph drops detections below the threshold it
+Scores. Each model's default threshold is its card's operating point (``operating_point.min_score``, chosen on
+validation data by ``car_damage evaluate --calibrate`` / training), else its DETECTION_MIN_CONFIDENCE (card or
+DamageConfig: 0.9, the old system's). The card's operating point also sets how detections are grouped into
+damages (``grouping``). A request's ``min_score`` replaces it, but the graph drops detections below the threshold it
 was built with, so a lower ``min_score`` only reaches down to ``score_floor`` (``from_model_dir``
 argument; default: no floor, i.e. the model's threshold). ``models[].min_score`` in the response is the
 threshold actually applied.
@@ -21,6 +23,7 @@ and post-processing of other requests run in parallel with it. With batching on 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
 import threading
@@ -33,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from car_damage.answer.batching import BatchSettings, MicroBatcher, batch_sizes_to_warm
+from car_damage.answer.grouping import GroupingSettings
 from car_damage.answer.options import TYPE_NAME_PATTERN, InferenceOptions
 from car_damage.answer.response import ModelDetections, ModelInfo, build_response
 from car_damage.errors import BadOption, ImageDecodeError, ModelLoadError
@@ -56,12 +60,14 @@ class LoadedModel:
     class_names: list[str]
     version: str
     backbone: str
-    default_min_score: float  # the model's own threshold (card / DamageConfig)
+    default_min_score: float  # the model's own threshold (card's operating point / DETECTION_MIN_CONFIDENCE)
     graph_min_score: float  # what the graph was built with (<= default when a score floor is set)
     model: Any  # mrcnn.model.MaskRCNN in inference mode
+    grouping: GroupingSettings = GroupingSettings()
 
-    def info(self, min_score: float) -> ModelInfo:
-        return ModelInfo(self.damage_type, self.weights_path.name, self.version, self.backbone, min_score)
+    def info(self, min_score: float, merge: str | None = None) -> ModelInfo:
+        grouping = self.grouping if merge is None else dataclasses.replace(self.grouping, mode=merge)
+        return ModelInfo(self.damage_type, self.weights_path.name, self.version, self.backbone, min_score, grouping)
 
 
 def _weights_files(model_dir: Path) -> dict[str, Path]:
@@ -143,8 +149,11 @@ def load_model(weights_path: str | Path, card: ModelCard | None = None,
                              f"'_' or '-' (it becomes a JSON key and an option value)")
     try:
         base = card.to_config()
-        default_min_score = float(base.DETECTION_MIN_CONFIDENCE)
-        graph_min_score = default_min_score if score_floor is None else min(default_min_score, score_floor)
+        default_min_score = card.default_min_score
+        # The graph drops what scores below its threshold: build it low enough for the operating point.
+        graph_min_score = min(float(base.DETECTION_MIN_CONFIDENCE), default_min_score)
+        graph_min_score = graph_min_score if score_floor is None else min(graph_min_score, score_floor)
+        grouping = GroupingSettings.from_operating_point(card.operating_point)
         config = card.to_config(DETECTION_MIN_CONFIDENCE=graph_min_score, IMAGES_PER_GPU=1, GPU_COUNT=1)
         model = MaskRCNN(mode="inference", config=config, model_dir=tempfile.gettempdir())
     except (ValueError, TypeError) as exc:
@@ -158,7 +167,7 @@ def load_model(weights_path: str | Path, card: ModelCard | None = None,
                              f"{report.missing[:8]}, unexpected layers {report.unexpected[:8]}")
     backbone = config.BACKBONE if isinstance(config.BACKBONE, str) else getattr(config.BACKBONE, "__name__", "custom")
     return LoadedModel(damage_type, weights_path, list(card.class_names), card.version, backbone,
-                       default_min_score, graph_min_score, model)
+                       default_min_score, graph_min_score, model, grouping)
 
 
 class DamagePredictor:
@@ -212,7 +221,15 @@ class DamagePredictor:
 
     def warmup(self) -> None:
         """One detection per model and per batch size the batcher can form (1 when batching is off) on dummy
-        images, so no request pays for tracing (or, with XLA, compiling) a graph."""
+        images, so no request pays for tracing (or, with XLA, compiling) a graph, and one post-processing of a
+        drawn stroke (skimage's thinning and GEOS load on first use: ~100 ms)."""
+        from car_damage.answer.geometry import mask_to_polygons
+        from car_damage.answer.measure import stroke
+
+        bar = np.zeros((12, 40), dtype=bool)
+        bar[4:8, 4:36] = True
+        stroke(bar)
+        mask_to_polygons(bar, 1.0)
         sizes = batch_sizes_to_warm(self.batching) if self.batching.enabled else [1]
         for loaded in self.models:
             config = loaded.model.config
@@ -269,8 +286,8 @@ class DamagePredictor:
             keep = np.asarray(result["scores"]) >= threshold
             detections.append(ModelDetections(loaded.damage_type, loaded.class_names, result["rois"][keep],
                                               result["class_ids"][keep], result["scores"][keep],
-                                              result["masks"][:, :, keep]))
-            infos.append(loaded.info(threshold))
+                                              result["masks"][:, :, keep], loaded.grouping))
+            infos.append(loaded.info(threshold, options.merge))
 
         post_started = time.perf_counter()
         timings = {"queue": queue_ms, "inference": inference_ms, "postprocess": 0.0, "total": 0.0}

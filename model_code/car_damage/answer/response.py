@@ -10,12 +10,17 @@ Rules applied here, in this order:
    applied their own DETECTION_MIN_CONFIDENCE, see ``inference``).
 2. Detections whose mask is empty (possible after mask thresholding) are dropped: a damage without
    pixels has no polygon and no area.
-3. Damages are sorted by score, highest first (ties keep model order), then cut to ``max_instances``.
-4. Totals are unions of the kept masks, so overlapping damages (e.g. a scratch inside a dent) count once.
+3. Detections of one damage are grouped (``grouping``; each model's thresholds, ``options.merge`` may turn it
+   off): a group is one damage with the union mask, the best score and ``parts``.
+4. Damages are sorted by score, highest first (ties keep model order), then cut to ``max_instances``.
+5. Totals are unions of the kept masks, so overlapping damages (e.g. a scratch inside a dent) count once.
+6. Each damage is measured (``measure``): its oriented box, and for scratches the length along the stroke and
+   the mean width, in pixels and, with a calibration, in the unit.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -27,6 +32,8 @@ from typing import Any
 import numpy as np
 
 from car_damage.answer.geometry import AreaCalibration, mask_to_polygons, tight_crop
+from car_damage.answer.grouping import GroupingSettings, Piece, group_pieces, is_stroke_name, union_crop
+from car_damage.answer.measure import Stroke, box_sides_in_units, oriented_box, stroke_length_in_units
 from car_damage.answer.options import InferenceOptions
 from car_damage.data.rle import mask_to_rle
 
@@ -57,6 +64,8 @@ class ModelDetections:
     class_ids: np.ndarray
     scores: np.ndarray
     masks: np.ndarray
+    #: How this model's detections are grouped into damages (the model card's thresholds).
+    grouping: GroupingSettings = GroupingSettings()
 
     def __post_init__(self) -> None:
         self.boxes = np.asarray(self.boxes).reshape(-1, 4)
@@ -80,10 +89,14 @@ class ModelInfo:
     version: str
     backbone: str
     min_score: float
+    grouping: GroupingSettings | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"type": self.damage_type, "name": self.name, "version": self.version,
+        data = {"type": self.damage_type, "name": self.name, "version": self.version,
                 "backbone": self.backbone, "min_score": float(self.min_score)}
+        if self.grouping is not None:
+            data["merge"] = self.grouping.to_json()
+        return data
 
 
 @dataclass
@@ -92,11 +105,17 @@ class _Kept:
     class_name: str
     score: float
     box: np.ndarray
-    mask: np.ndarray  # full image size (for RLE)
-    crop: np.ndarray  # tight crop of mask: polygons and unions work on it, not on the whole image
+    crop: np.ndarray  # tight crop of the mask: polygons and unions work on it, not on the whole image
     top: int
     left: int
     area_px: int
+    parts: int = 1
+    stroke: Stroke | None = None  # measured already while grouping
+
+    def full_mask(self, image_size: tuple[int, int]) -> np.ndarray:
+        mask = np.zeros(image_size, dtype=bool)
+        self.paste_into(mask)
+        return mask
 
     def paste_into(self, union: np.ndarray) -> None:
         height, width = self.crop.shape
@@ -136,11 +155,13 @@ def build_response(
             "polygons": mask_to_polygons(item.crop, options.polygon_tolerance, origin=(item.left, item.top)),
             "area_px": item.area_px,
             "area_fraction": item.area_px / pixels,
+            "parts": item.parts,
         }
         if calibration is not None:
             damage["area"] = _area(calibration, item.area_px, width, height)
+        damage.update(_measurements(item, calibration, (height, width)))
         if options.masks == "rle":
-            damage["mask"] = mask_to_rle(item.mask)
+            damage["mask"] = mask_to_rle(item.full_mask((height, width)))
         damages.append(damage)
 
     response: dict[str, Any] = {
@@ -168,25 +189,88 @@ def _select(detections: Sequence[ModelDetections], options: InferenceOptions) ->
     for model_detections in detections:
         if options.types is not None and model_detections.damage_type not in options.types:
             continue
-        for i, score in enumerate(model_detections.scores):
-            if options.min_score is not None and score < options.min_score:
-                continue
-            mask = model_detections.masks[:, :, i].astype(bool, copy=False)
-            cropped = tight_crop(mask)
-            if cropped is None:
-                logger.debug("dropping a %s detection (score %.3f) with an empty mask",
-                             model_detections.damage_type, score)
-                continue
-            class_id = int(model_detections.class_ids[i])
-            names = model_detections.class_names
-            class_name = names[class_id] if 0 <= class_id < len(names) else f"class_{class_id}"
-            crop, top, left = cropped
-            kept.append(_Kept(model_detections.damage_type, class_name, float(score), model_detections.boxes[i],
-                              mask, crop, top, left, int(np.count_nonzero(crop))))
+        kept += _grouped(_model_kept(model_detections, options), model_detections, options)
     kept.sort(key=lambda item: -item.score)  # stable: ties keep model order
     if options.max_instances is not None:
         kept = kept[: options.max_instances]
     return kept
+
+
+def _grouped(items: list[_Kept], model_detections: ModelDetections, options: InferenceOptions) -> list[_Kept]:
+    """Detections of one model grouped into damages (rule 3); the best-scored member names the group."""
+    settings = model_detections.grouping
+    mode = options.merge or settings.mode
+    if mode == "none" or len(items) < 2:
+        return items
+    items = sorted(items, key=lambda item: -item.score)
+    pieces = [Piece(item.crop, item.top, item.left, item.area_px,
+                    is_stroke_name(item.damage_type, item.class_name)) for item in items]
+    groups = []
+    for class_name in dict.fromkeys(item.class_name for item in items):  # classes of one model never merge either
+        members = [i for i, item in enumerate(items) if item.class_name == class_name]
+        groups += [[members[k] for k in group] for group in
+                   group_pieces([pieces[i] for i in members], dataclasses.replace(settings, mode=mode))]
+    merged = []
+    for members in groups:
+        best = items[members[0]]
+        if len(members) == 1:
+            best.stroke = pieces[members[0]].measured_stroke
+            merged.append(best)
+            continue
+        crop, top, left = union_crop([pieces[m] for m in members])
+        boxes = np.array([items[m].box for m in members])
+        box = np.r_[boxes[:, :2].min(axis=0), boxes[:, 2:].max(axis=0)]
+        merged.append(_Kept(best.damage_type, best.class_name, best.score, box, crop, top, left,
+                            int(np.count_nonzero(crop)), sum(items[m].parts for m in members)))
+    return merged
+
+
+def _model_kept(model_detections: ModelDetections, options: InferenceOptions) -> list[_Kept]:
+    kept = []
+    for i, score in enumerate(model_detections.scores):
+        if options.min_score is not None and score < options.min_score:
+            continue
+        mask = model_detections.masks[:, :, i].astype(bool, copy=False)
+        cropped = tight_crop(mask)
+        if cropped is None:
+            logger.debug("dropping a %s detection (score %.3f) with an empty mask",
+                         model_detections.damage_type, score)
+            continue
+        class_id = int(model_detections.class_ids[i])
+        names = model_detections.class_names
+        class_name = names[class_id] if 0 <= class_id < len(names) else f"class_{class_id}"
+        crop, top, left = cropped
+        kept.append(_Kept(model_detections.damage_type, class_name, float(score), model_detections.boxes[i],
+                          crop, top, left, int(np.count_nonzero(crop))))
+    return kept
+
+
+def _measurements(item: _Kept, calibration: AreaCalibration | None, image_size: tuple[int, int]
+                  ) -> dict[str, Any]:
+    """``oriented_box`` for every damage and ``stroke`` for scratches (rule 6)."""
+    height, width = image_size
+    box = oriented_box(item.crop, (item.left, item.top))
+    oriented: dict[str, Any] = {"center": [round(box.center_x, 3), round(box.center_y, 3)],
+                                "length_px": round(box.length, 3), "width_px": round(box.width, 3),
+                                "angle_deg": round(box.angle_deg, 3)}
+    scale = calibration.unit_per_pixel(width, height) if calibration is not None else None
+    if scale is not None:
+        length, side = box_sides_in_units(box, scale)
+        oriented["length"] = {"value": length, "unit": calibration.unit}
+        oriented["width"] = {"value": side, "unit": calibration.unit}
+    result: dict[str, Any] = {"oriented_box": oriented}
+    if is_stroke_name(item.damage_type, item.class_name):
+        from car_damage.answer.measure import stroke
+
+        measured = item.stroke or stroke(item.crop, (item.left, item.top), box)
+        entry: dict[str, Any] = {"length_px": round(measured.length_px, 3), "width_px": round(measured.width_px, 3)}
+        if scale is not None:
+            length = stroke_length_in_units(measured, scale)
+            area = calibration.area(item.area_px, width, height)
+            entry["length"] = {"value": length, "unit": calibration.unit}
+            entry["width"] = {"value": area / length if length > 0 else 0.0, "unit": calibration.unit}
+        result["stroke"] = entry
+    return result
 
 
 def _totals(kept: Sequence[_Kept], types_run: Sequence[str], image_size: tuple[int, int],
@@ -264,3 +348,8 @@ def validate_response(response: Mapping[str, Any]) -> None:
     calibrated = "calibration" in response
     if any(("area" in d) != calibrated for d in damages) or ("area" in totals) != calibrated:
         raise InvalidResponse("calibrated 'area' fields must be present exactly when 'calibration' is")
+    for damage in damages:
+        sized = [damage["oriented_box"]] + ([damage["stroke"]] if "stroke" in damage else [])
+        if any(("length" in entry) != calibrated or ("width" in entry) != calibrated for entry in sized):
+            raise InvalidResponse(f"damage {damage['id']}: calibrated lengths must be present exactly when "
+                                  f"'calibration' is")

@@ -38,6 +38,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--drop-leaked-val", action="store_true",
                    help="leave val images that are byte-identical to train images out of validation")
     p.add_argument("--evaluate", action="store_true", help="evaluate on val at the end; metrics go to the card")
+    p.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=d.calibrate,
+                   help="choose the service's operating point (min_score, damage grouping) on val after training "
+                   "and write it into the card (default on)")
     p.add_argument("--config", dest="config_overrides", type=parse_config_override, action="append", default=[],
                    metavar="KEY=VALUE", help="set a Mask R-CNN config attribute (repeatable), e.g. "
                    "--config TRAIN_ROIS_PER_IMAGE=64 --config RPN_ANCHOR_SCALES='(16, 32, 64, 128, 256)'")
@@ -54,11 +57,12 @@ def run(args: argparse.Namespace) -> int:
         min_confidence=args.min_confidence, images_per_gpu=args.images_per_gpu, gpu_count=args.gpu_count,
         out=args.out,
         coco_path=args.coco_path, drop_leaked_val=args.drop_leaked_val, evaluate=args.evaluate,
+        calibrate=args.calibrate,
         config_overrides=dict(args.config_overrides), seed=args.seed,
     )
     outcome = train_model(options)
     print(f"weights: {outcome.weights_path}")
     print(f"model card: {outcome.card_path}")
-    if outcome.evaluation is not None:
+    if outcome.evaluation is not None and options.evaluate:
         print("\n".join(outcome.evaluation.summary_lines()))
     return 0

@@ -17,8 +17,53 @@ from car_damage.model.config import jsonable_overrides, make_config
 from mrcnn.config import Config
 
 CARD_FORMAT = "car-damage-model/1"
+#: ``merge`` option values: ``overlap`` joins detections of one damage (answer/grouping.py), ``none`` does not.
+MERGE_MODES = ("none", "overlap")
 #: mask_cnn_<type>.h5 (the old system's name) or mask_rcnn_<type>.h5 (matterport's).
 WEIGHTS_NAME_PATTERN = re.compile(r"^mask_r?cnn_(?P<type>[A-Za-z0-9][\w-]*)\.h5$")
+
+
+@dataclass
+class OperatingPoint:
+    """How the service turns this model's detections into damages by default: the score threshold and the
+    grouping thresholds (``car_damage.answer.grouping``). ``min_score`` None means DETECTION_MIN_CONFIDENCE.
+    Calibration (``car_damage evaluate --calibrate``, and training) chooses them on validation data and records
+    what they optimise (``chosen_by``) and the validation figures at that point (``validation``)."""
+
+    min_score: float | None = None
+    merge: str = "overlap"
+    #: Intersection over the smaller mask above which two detections of one type are one damage.
+    merge_containment: float = 0.3
+    #: Largest gap (px) bridged between two pieces of one stroke running in the same direction.
+    merge_gap_px: float = 12.0
+    #: Largest angle (degrees) between the directions of two pieces of one stroke.
+    merge_angle_deg: float = 15.0
+    chosen_by: str = "defaults"
+    validation: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.min_score is not None and not 0.0 <= float(self.min_score) <= 1.0:
+            raise ValueError(f"operating_point.min_score must be in [0, 1], got {self.min_score}")
+        if self.merge not in MERGE_MODES:
+            raise ValueError(f"operating_point.merge must be one of {MERGE_MODES}, got {self.merge!r}")
+        if not 0.0 < float(self.merge_containment) <= 1.0:
+            raise ValueError(f"operating_point.merge_containment must be in (0, 1], got {self.merge_containment}")
+        if float(self.merge_gap_px) < 0 or not 0.0 <= float(self.merge_angle_deg) <= 90.0:
+            raise ValueError("operating_point.merge_gap_px must be >= 0 and merge_angle_deg in [0, 90]")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"min_score": self.min_score, "merge": self.merge, "merge_containment": self.merge_containment,
+                "merge_gap_px": self.merge_gap_px, "merge_angle_deg": self.merge_angle_deg,
+                "chosen_by": self.chosen_by, "validation": self.validation}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> OperatingPoint:
+        known = {"min_score", "merge", "merge_containment", "merge_gap_px", "merge_angle_deg", "chosen_by",
+                 "validation"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"operating_point: unknown key {unknown[0]!r}")
+        return cls(**data)
 
 
 @dataclass
@@ -30,6 +75,7 @@ class ModelCard:
     config_overrides: dict[str, Any] = field(default_factory=dict)
     version: str = "unversioned"
     metrics: dict[str, Any] = field(default_factory=dict)
+    operating_point: OperatingPoint = field(default_factory=OperatingPoint)
     format: str = CARD_FORMAT
 
     def __post_init__(self) -> None:
@@ -40,6 +86,13 @@ class ModelCard:
             raise ValueError(
                 f"NUM_CLASSES={expected} contradicts {len(self.class_names)} class names {self.class_names}"
             )
+
+    @property
+    def default_min_score(self) -> float:
+        """The service's default score threshold: the operating point's, else DETECTION_MIN_CONFIDENCE."""
+        if self.operating_point.min_score is not None:
+            return float(self.operating_point.min_score)
+        return float(self.to_config().DETECTION_MIN_CONFIDENCE)
 
     def to_config(self, **extra: Any) -> Config:
         """An inference-ready config (1 image per batch) with this card's overrides and ``extra`` on top."""
@@ -65,6 +118,7 @@ class ModelCard:
             "version": self.version,
             "config_overrides": self.config_overrides,
             "metrics": self.metrics,
+            "operating_point": self.operating_point.to_json(),
         }
 
     def save(self, path: str | Path) -> Path:
@@ -88,9 +142,12 @@ class ModelCard:
                 config_overrides=dict(data.get("config_overrides", {})),
                 version=str(data.get("version", "unversioned")),
                 metrics=dict(data.get("metrics", {})),
+                operating_point=OperatingPoint.from_json(dict(data.get("operating_point") or {})),
             )
         except KeyError as exc:
             raise ValueError(f"{path}: model card lacks {exc.args[0]!r}") from exc
+        except TypeError as exc:
+            raise ValueError(f"{path}: invalid operating_point ({exc})") from exc
 
 
 def card_path_for(weights_path: str | Path) -> Path:

@@ -127,7 +127,7 @@ HYPERPARAMETERS: dict[str, tuple[str, Any]] = {
     "augment": ("augment", _parse_bool), "min_confidence": ("min_confidence", _parse_float),
     "images_per_gpu": ("images_per_gpu", _parse_int), "drop_leaked_val": ("drop_leaked_val", _parse_bool),
     "gpu_count": ("gpu_count", _parse_int),
-    "evaluate": ("evaluate", _parse_bool),
+    "evaluate": ("evaluate", _parse_bool), "calibrate": ("calibrate", _parse_bool),
 }
 BACKBONES = ("resnet101", "resnet50", "tiny")
 

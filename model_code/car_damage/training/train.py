@@ -4,6 +4,9 @@ Training defaults are the old system's: ResNet-101, COCO start, heads only, 30 e
 GPU, NUM_CLASSES = 1 + number of labels, DETECTION_MIN_CONFIDENCE 0.9. The run ends by writing the deliverable
 ``mask_cnn_<label>.h5`` (matterport layout) and its sidecar ``mask_cnn_<label>.json`` into the run's log folder or
 ``--out``. ``car_damage.cli.train`` and the SageMaker job (``car_damage.training.job``) both call ``train_model``.
+With ``calibrate`` (the default) the run then chooses the service's operating point on the val split (one
+detection pass, ``car_damage.training.calibrate``) and writes it into the sidecar, with ``evaluation_val.json``
+and the curve ``evaluation_val_operating_point.png`` next to the loss curve.
 """
 
 from __future__ import annotations
@@ -56,6 +59,8 @@ class TrainOptions:
     coco_path: Path | None = None
     drop_leaked_val: bool = False
     evaluate: bool = False
+    #: Choose the operating point (min_score, grouping) on val after training and write it into the card.
+    calibrate: bool = True
     train_dir: Path | None = None
     val_dir: Path | None = None
     #: Where evaluation JSON/plot and the loss curve are copied (default: next to the deliverable).
@@ -199,12 +204,16 @@ def train_model(options: TrainOptions, callbacks_for: Callable[[Any], list] | No
                                  version=Path(model.log_dir).name, metrics=metrics)
     card_path = card.save(card_path_for(weights_path))
     evaluation = None
-    if options.evaluate:
+    if options.evaluate or options.calibrate:
         from car_damage.training.evaluate import evaluate_weights
 
+        # One detection pass: calibration (when asked) picks the operating point, evaluation is made at it.
         evaluation = evaluate_weights(weights_path, options.split_dirs[1], report_dir / "evaluation_val.json",
-                                      card=card, attributes=options.attributes, exclude=leaked).report
-        card.metrics.update(map50=evaluation.map50, map50_95=evaluation.map50_95, f1=evaluation.f1)
+                                      card=card, attributes=options.attributes, exclude=leaked,
+                                      calibrate=options.calibrate, card_path=card_path).report
+        if options.evaluate:
+            card.metrics.update(map50=evaluation.map50, map50_95=evaluation.map50_95, f1=evaluation.f1,
+                                count_exact_rate=evaluation.counts["exact_rate"], count_mae=evaluation.counts["mae"])
         card.save(card_path)
     logger.info("wrote %s and %s", weights_path, card_path)
     return TrainOutcome(weights_path, card_path, Path(model.log_dir), int(model.epoch), evaluation,

@@ -66,7 +66,8 @@ def test_loads_every_model_in_the_folder(predictor):
 
 def test_predict_matches_the_raw_model_output(predictor):
     image = _image()
-    response = predictor.predict(image, InferenceOptions(types=("scratch",), polygon_tolerance=0), decode_ms=2.5)
+    response = predictor.predict(image, InferenceOptions(types=("scratch",), polygon_tolerance=0, merge="none"),
+                                 decode_ms=2.5)
     validate_response(response)
     assert response["image"] == {"width": 128, "height": 96}
     assert [m["type"] for m in response["models"]] == ["scratch"]
@@ -85,6 +86,14 @@ def test_predict_matches_the_raw_model_output(predictor):
     assert timings["decode"] == 2.5 and timings["inference"] > 0
     assert timings["queue"] >= 0
     assert timings["total"] >= timings["queue"] + timings["inference"] + timings["postprocess"] + 2.5 - 0.01
+    assert response["models"][0]["merge"]["mode"] == "none" and response["options"]["merge"] == "none"
+
+    grouped = predictor.predict(image, InferenceOptions(types=("scratch",)))  # the card's default: overlap
+    validate_response(grouped)
+    assert grouped["models"][0]["merge"]["mode"] == "overlap" and grouped["options"]["merge"] is None
+    assert sum(d["parts"] for d in grouped["damages"]) == len(expected)
+    assert grouped["damage_count"] <= len(expected)
+    assert grouped["totals"]["area_px"] == union  # grouping never changes the union
 
 
 def test_options_are_applied(predictor):
@@ -226,3 +235,43 @@ def test_from_weights_with_an_explicit_card(tmp_path, weights_source):
     predictor = DamagePredictor.from_weights(weights, card=_card("glass"), warmup=False)
     assert predictor.damage_types == ("glass",)
     assert predictor.describe()[0]["name"] == "anything.h5"  # predict itself is covered above
+
+
+def test_the_cards_operating_point_is_the_default(tmp_path, weights_source):
+    from car_damage.model.card import OperatingPoint
+
+    card = _card("scratch", DETECTION_MIN_CONFIDENCE=0.6)
+    card.operating_point = OperatingPoint(min_score=0.55, merge="none", merge_containment=0.4, chosen_by="test")
+    _install(tmp_path, weights_source, "scratch", card)
+    predictor = DamagePredictor.from_model_dir(tmp_path, warmup=False)
+    loaded = predictor.models[0]
+    assert loaded.default_min_score == 0.55 and loaded.graph_min_score == 0.55  # built low enough for it
+    assert predictor.describe()[0]["min_score"] == 0.55
+    response = predictor.predict(_image())
+    validate_response(response)
+    assert response["models"][0]["min_score"] == 0.55
+    assert response["models"][0]["merge"] == {"mode": "none", "containment": 0.4, "gap_px": 12.0, "angle_deg": 15.0}
+    assert all(d["score"] >= 0.55 and d["parts"] == 1 for d in response["damages"])
+    asked = predictor.predict(_image(), InferenceOptions(merge="overlap"))
+    assert asked["models"][0]["merge"]["mode"] == "overlap"
+
+
+def test_real_photos_give_valid_polygons_and_measurements(predictor):
+    """The real photos through the random tiny model (speckled masks: many small parts, holes, corner contacts)."""
+    import shapely
+
+    from car_damage.data.images import decode_image
+    from tests.conftest import require_shared
+
+    photos = sorted(require_shared("test_images").glob("*.*"))
+    assert photos
+    for path in photos:
+        response = predictor.predict(decode_image(path.read_bytes()), InferenceOptions(polygon_tolerance=2))
+        validate_response(response)
+        for damage in response["damages"]:
+            parts = [shapely.Polygon(p[0], p[1:]) for p in damage["polygons"]]
+            assert all(shapely.is_valid(p) for p in parts), path.name
+            assert shapely.is_valid(shapely.MultiPolygon(parts)), path.name
+            assert damage["oriented_box"]["length_px"] >= damage["oriented_box"]["width_px"] > 0
+            if damage["type"] == "scratch":
+                assert damage["stroke"]["length_px"] > 0

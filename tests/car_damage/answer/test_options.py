@@ -129,5 +129,8 @@ def test_to_json_echoes_effective_values():
     options = InferenceOptions.from_mapping({"types": "scratch", "min_score": "0.5"})
     assert options.to_json() == {
         "min_score": 0.5, "types": ["scratch"], "max_instances": None,
-        "polygon_tolerance": DEFAULT_POLYGON_TOLERANCE, "masks": "none",
+        "polygon_tolerance": DEFAULT_POLYGON_TOLERANCE, "masks": "none", "merge": None,
     }
+    assert InferenceOptions.from_mapping({"merge": "None"}).merge == "none"
+    with pytest.raises(BadOption, match="merge.*none, overlap"):
+        InferenceOptions.from_mapping({"merge": "boxes"})

@@ -53,7 +53,20 @@ TIMINGS = {"inference": 12.3456, "postprocess": 1.0, "total": 13.3456}
 
 
 def _build(**option_values) -> dict:
+    """Without grouping unless asked: these tests are about the other rules (a and b overlap by 4/12 of a)."""
+    option_values.setdefault("merge", "none")
     return build_response((HEIGHT, WIDTH), _detections(), MODELS, InferenceOptions(**option_values), TIMINGS)
+
+
+def test_overlapping_detections_of_one_type_are_grouped_by_default():
+    grouped = build_response((HEIGHT, WIDTH), _detections(), MODELS, InferenceOptions(), TIMINGS)
+    validate_response(grouped)
+    scratch = [d for d in grouped["damages"] if d["type"] == "scratch"]
+    assert [(d["score"], d["area_px"], d["parts"]) for d in scratch] == [(0.95, 12 + 15 - 4, 2)]
+    assert scratch[0]["bbox"] == {"x": 2, "y": 1, "width": 7, "height": 4}  # the union of the two boxes
+    assert grouped["totals"]["area_px"] == _build()["totals"]["area_px"] == 35  # totals stay unions
+    assert grouped["totals"]["by_type"]["scratch"]["count"] == 1
+    assert [d["parts"] for d in _build()["damages"]] == [1, 1, 1]
 
 
 def test_damages_are_sorted_with_exact_areas_and_polygons():
@@ -99,7 +112,7 @@ def test_min_score_max_instances_and_types():
 
 
 def test_calibrated_areas():
-    options = InferenceOptions.from_mapping({"frame_width": "14", "frame_height": "18"})
+    options = InferenceOptions.from_mapping({"frame_width": "14", "frame_height": "18", "merge": "none"})
     response = build_response((HEIGHT, WIDTH), _detections(), MODELS, options, TIMINGS)
     validate_response(response)
     pixel_area = (14 / 20) * (18 / 10)  # in^2 per pixel

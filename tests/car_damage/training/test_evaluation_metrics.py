@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from car_damage.training.evaluate import ImageDetections, evaluate_detections, plot_precision_recall, pooled_ap
+from car_damage.training.metrics import ImageDetections, evaluate_detections, plot_precision_recall, pooled_ap
 
 CLASSES = ["BG", "scratch", "dent"]
 

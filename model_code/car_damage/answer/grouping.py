@@ -1,0 +1,227 @@
+"""Damage grouping: the detections a person would call one damage become one.
+
+Mask R-CNN returns a long or curved scratch as several overlapping boxes (box NMS keeps them, because pieces of a
+thin diagonal stroke have boxes that overlap little). Two detections of the SAME damage type are joined when
+
+1. **their masks overlap**: intersection / smaller mask >= ``containment`` (a fragment lying mostly inside another
+   detection), or
+2. **one continues the other** (stroke types only, ``gap_px`` > 0): an end of one stroke's skeleton lies within
+   ``gap_px`` + half their widths of the other stroke's skeleton, the other stroke runs in the same direction
+   there (within ``angle_deg``), and the end's line passes through it (lateral offset <= the larger width).
+   Two parallel scratches 20 px apart fail the offset test however small the gap; a scratch ending across
+   another fails the direction test.
+
+Grouping is greedy in score order and never chains two groups through one piece (``group_pieces``). Types are
+never joined: a scratch inside a dent stays two damages. A group
+has the union mask, the best score (and that detection's class), the union of the boxes and ``parts`` = how
+many detections it holds. ``merge="none"`` returns every detection as its own group.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from car_damage.answer.measure import Stroke, oriented_box, stroke
+from car_damage.model.card import MERGE_MODES, OperatingPoint
+
+#: Damage types / class names measured as strokes (length along the skeleton) and joined across gaps.
+STROKE_NAMES = ("scratch", "scratches")
+#: A detection counts as a stroke for gap joining when its length is at least this many times its mean width.
+MIN_STROKE_ELONGATION = 3.0
+
+
+@dataclass(frozen=True)
+class GroupingSettings:
+    """What joins two detections; the values come from the model card's operating point."""
+
+    mode: str = "overlap"
+    containment: float = OperatingPoint.merge_containment
+    gap_px: float = OperatingPoint.merge_gap_px
+    angle_deg: float = OperatingPoint.merge_angle_deg
+
+    def __post_init__(self) -> None:
+        if self.mode not in MERGE_MODES:
+            raise ValueError(f"merge mode {self.mode!r} is not one of {MERGE_MODES}")
+        if not 0.0 < self.containment <= 1.0:
+            raise ValueError(f"merge containment must be in (0, 1], got {self.containment}")
+        if self.gap_px < 0 or not 0.0 <= self.angle_deg <= 90.0:
+            raise ValueError(f"merge gap must be >= 0 and angle in [0, 90], got {self.gap_px}, {self.angle_deg}")
+
+    @classmethod
+    def from_operating_point(cls, point: OperatingPoint, mode: str | None = None) -> GroupingSettings:
+        return cls(mode or point.merge, point.merge_containment, point.merge_gap_px, point.merge_angle_deg)
+
+    def to_json(self) -> dict[str, object]:
+        return {"mode": self.mode, "containment": self.containment, "gap_px": self.gap_px,
+                "angle_deg": self.angle_deg}
+
+
+@dataclass
+class Piece:
+    """One detection as the grouping sees it: a tight crop of its mask and where it sits in the image."""
+
+    crop: np.ndarray
+    top: int
+    left: int
+    area_px: int
+    is_stroke_type: bool = False
+    _stroke: Stroke | None = None
+
+    @property
+    def bottom(self) -> int:
+        return self.top + self.crop.shape[0]
+
+    @property
+    def right(self) -> int:
+        return self.left + self.crop.shape[1]
+
+    @property
+    def measured_stroke(self) -> Stroke | None:
+        """The stroke if it was measured already (grouping measures only the pieces it has to)."""
+        return self._stroke
+
+    def stroke(self) -> Stroke:
+        if self._stroke is None:
+            self._stroke = stroke(self.crop, (self.left, self.top))
+        return self._stroke
+
+
+def is_stroke_name(*names: str) -> bool:
+    return any(name.lower() in STROKE_NAMES for name in names)
+
+
+def _intersection(a: Piece, b: Piece) -> int:
+    top, bottom = max(a.top, b.top), min(a.bottom, b.bottom)
+    left, right = max(a.left, b.left), min(a.right, b.right)
+    if top >= bottom or left >= right:
+        return 0
+    window_a = a.crop[top - a.top: bottom - a.top, left - a.left: right - a.left]
+    window_b = b.crop[top - b.top: bottom - b.top, left - b.left: right - b.left]
+    return int(np.count_nonzero(window_a & window_b))
+
+
+def _near(a: Piece, b: Piece, margin: float) -> bool:
+    return (a.top - margin < b.bottom and b.top - margin < a.bottom and
+            a.left - margin < b.right and b.left - margin < a.right)
+
+
+def _local_direction(path: np.ndarray, index: int) -> np.ndarray:
+    lo, hi = max(0, index - 4), min(len(path) - 1, index + 4)
+    step = path[hi] - path[lo]
+    norm = float(np.hypot(*step))
+    return step / norm if norm > 0 else np.array([1.0, 0.0])
+
+
+def _continues(a: Stroke, b: Stroke, settings: GroupingSettings) -> bool:
+    """True when an end of ``a`` runs on into ``b`` (module docstring, rule 2)."""
+    if len(b.path) == 0:
+        return False
+    cos_limit = math.cos(math.radians(settings.angle_deg))
+    reach = settings.gap_px + (a.width_px + b.width_px) / 2
+    lateral_limit = max(a.width_px, b.width_px)
+    for end in a.ends:
+        offsets = b.path - end.point
+        distances = np.hypot(offsets[:, 0], offsets[:, 1])
+        nearest = int(np.argmin(distances))
+        if distances[nearest] > reach:
+            continue
+        direction = _local_direction(b.path, nearest)
+        if abs(float(direction @ end.direction)) < cos_limit:
+            continue
+        offset = offsets[nearest]
+        lateral = abs(float(offset[0] * end.direction[1] - offset[1] * end.direction[0]))
+        if lateral <= lateral_limit:
+            return True
+    return False
+
+
+def _elongated(measured: Stroke) -> bool:
+    return measured.length_px >= MIN_STROKE_ELONGATION * measured.width_px
+
+
+def group_pieces(pieces: Sequence[Piece], settings: GroupingSettings) -> list[list[int]]:
+    """Indices of ``pieces`` (ONE damage type, best score first) grouped into damages, each group in input order.
+
+    Greedy, best score first. A group's anchors are its best piece and the pieces that continue its stroke
+    (rule 2); a piece joins the group whose anchor it overlaps most (rule 1), or else the first group with an
+    anchor it continues, or starts a new group. A piece that joined by overlap is no anchor, and a piece joins at
+    most one group, so a stray detection spanning two touching scratches cannot chain them into one damage.
+    """
+    if settings.mode == "none":
+        return [[i] for i in range(len(pieces))]
+    groups: list[list[int]] = []
+    anchors: list[list[int]] = []
+    for i, piece in enumerate(pieces):
+        best_group, best_overlap, continued = -1, 0.0, False
+        for g, group_anchors in enumerate(anchors):
+            for m in group_anchors:
+                other = pieces[m]
+                if not _near(piece, other, 1):
+                    continue
+                overlap = _intersection(piece, other) / max(1, min(piece.area_px, other.area_px))
+                if overlap >= settings.containment and overlap > best_overlap:
+                    best_group, best_overlap = g, overlap
+        if best_group < 0 and piece.is_stroke_type:
+            best_group = next((g for g, group_anchors in enumerate(anchors) for m in group_anchors
+                               if pieces[m].is_stroke_type and _near(piece, pieces[m], settings.gap_px + 1)
+                               and _joins_stroke(piece, pieces[m], settings)), -1)
+            continued = best_group >= 0
+        if best_group < 0:
+            groups.append([i])
+            anchors.append([i])
+        else:
+            groups[best_group].append(i)
+            if continued:
+                anchors[best_group].append(i)
+    return groups
+
+
+def _joins_stroke(a: Piece, b: Piece, settings: GroupingSettings) -> bool:
+    sa, sb = a.stroke(), b.stroke()
+    return _elongated(sa) and _elongated(sb) and (_continues(sa, sb, settings) or _continues(sb, sa, settings))
+
+
+def union_crop(pieces: Sequence[Piece]) -> tuple[np.ndarray, int, int]:
+    """(union mask crop, top, left) of several pieces."""
+    top, left = min(p.top for p in pieces), min(p.left for p in pieces)
+    bottom, right = max(p.bottom for p in pieces), max(p.right for p in pieces)
+    union = np.zeros((bottom - top, right - left), dtype=bool)
+    for p in pieces:
+        union[p.top - top: p.bottom - top, p.left - left: p.right - left] |= p.crop
+    return union, top, left
+
+
+def pieces_from_masks(masks: np.ndarray, stroke_type: bool) -> list[Piece]:
+    """Full-size masks [H, W, N] -> pieces (empty masks give pieces of area 0; callers drop them first)."""
+    from car_damage.answer.geometry import tight_crop
+
+    pieces = []
+    for k in range(masks.shape[-1]):
+        cropped = tight_crop(masks[..., k].astype(bool, copy=False))
+        if cropped is None:
+            pieces.append(Piece(np.zeros((0, 0), bool), 0, 0, 0, stroke_type))
+            continue
+        crop, top, left = cropped
+        pieces.append(Piece(crop, top, left, int(np.count_nonzero(crop)), stroke_type))
+    return pieces
+
+
+def merge_masks(masks: np.ndarray, scores: np.ndarray, settings: GroupingSettings, stroke_type: bool
+                ) -> tuple[list[list[int]], np.ndarray]:
+    """Group full-size masks [H, W, N] of one type; returns (groups, merged masks [H, W, G]) with each group's
+    members listed best score first. Used by evaluation, where detections come as full-size masks."""
+    pieces = pieces_from_masks(masks, stroke_type)
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    kept = [int(i) for i in order if pieces[i].area_px > 0]
+    groups = [[kept[i] for i in group] for group in group_pieces([pieces[i] for i in kept], settings)]
+    merged = np.zeros(masks.shape[:2] + (len(groups),), dtype=bool)
+    for g, members in enumerate(groups):
+        merged[..., g] = masks[..., members].any(axis=-1)
+    return groups, merged
+
+
+__all__ = ["GroupingSettings", "Piece", "group_pieces", "merge_masks", "oriented_box", "union_crop"]
