@@ -71,17 +71,18 @@
     return `${bytes} bytes`;
   }
 
-  // A per-damage length or width when the service reports one: a number of pixels, or {value, unit};
-  // found on the damage itself or under damage.measurements. null when absent.
+  // A damage's length or width (docs/response.md): along the stroke for scratches (damage.stroke), else the
+  // sides of its oriented box; in the calibration's unit when the answer has one, else in pixels. null when
+  // the answer carries neither.
   function measurement(damage, key) {
-    const found = [damage[key], damage.measurements && damage.measurements[key], damage[`${key}_px`]]
-      .find((value) => value !== undefined && value !== null);
-    if (found === undefined) return null;
-    if (typeof found === "number") return `${formatNumber(found, 1)} px`;
-    if (typeof found === "object" && typeof found.value === "number") {
-      return `${formatNumber(found.value, 3)} ${found.unit || ""}`.trim();
+    const source = damage.stroke || damage.oriented_box;
+    if (!source) return null;
+    const calibrated = source[key];
+    if (calibrated && typeof calibrated.value === "number") {
+      return `${formatNumber(calibrated.value, 3)} ${calibrated.unit}`;
     }
-    return null;
+    const pixels = source[`${key}_px`];
+    return typeof pixels === "number" ? `${formatNumber(pixels, 1)} px` : null;
   }
 
   // Rings of [x, y] pixel-corner points -> one SVG path (exteriors and holes; fill-rule evenodd).

@@ -85,6 +85,12 @@ def test_calibration_shows_calibrated_areas(page, test_images_dir) -> None:
         value, unit = cell.split(" ")
         assert unit == "in²" and float(value.replace(",", "")) == pytest.approx(damage["area"]["value"], abs=5e-4)
     assert "Area (in²)" in page.inner_text("#damages thead")
+    lengths = page.locator("#damages tbody tr td:nth-child(7)").all_inner_texts()  # ID, type, score, px, %, area
+    for cell, damage in zip(lengths, answer["damages"], strict=True):
+        measured = (damage.get("stroke") or damage["oriented_box"])["length"]
+        value, unit = cell.split(" ")
+        assert unit == measured["unit"] == "in" and float(value.replace(",", "")) == pytest.approx(
+            measured["value"], abs=5e-4)
 
 
 def test_types_tolerance_and_pixels_per_unit_travel_in_the_custom_attributes(page, test_images_dir) -> None:

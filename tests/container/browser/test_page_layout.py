@@ -124,8 +124,13 @@ def test_answer_words_on_hand_made_inputs(page) -> None:
                          ) == "M2 1L6 1L6 4L2 4ZM3 2L4 2L4 3Z"
     assert page.evaluate("CarDamageAnswer.typeLetters(['scratch', 'stain', 'dent'])") == {
         "scratch": "S", "stain": "ST", "dent": "D"}
-    assert page.evaluate("CarDamageAnswer.measurement({length: {value: 12.5, unit: 'in'}}, 'length')") == "12.5 in"
-    assert page.evaluate("CarDamageAnswer.measurement({measurements: {width: 7}}, 'width')") == "7 px"
+    measure = "([damage, key]) => CarDamageAnswer.measurement(damage, key)"
+    box = {"length_px": 40.04, "width_px": 7, "angle_deg": 3}
+    assert page.evaluate(measure, [{"oriented_box": box}, "width"]) == "7 px"
+    stroke = {"length_px": 52.26, "width_px": 4.5, "length": {"value": 12.5, "unit": "in"}}
+    assert page.evaluate(measure, [{"oriented_box": box, "stroke": stroke}, "length"]) == "12.5 in"  # stroke wins
+    assert page.evaluate(measure, [{"oriented_box": box, "stroke": {"length_px": 52.26, "width_px": 4.5}},
+                                   "length"]) == "52.3 px"
     assert page.evaluate("CarDamageAnswer.measurement({}, 'width')") is None
 
 
