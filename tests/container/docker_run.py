@@ -99,8 +99,8 @@ class Container:
 
         try:
             return requests.get(self.url + "/ping", timeout=timeout).status_code
-        except requests.ConnectionError:
-            return 0
+        except (requests.ConnectionError, requests.Timeout):
+            return 0  # not listening yet, or too busy to answer in time: not ready
 
     def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> list[int]:
         """Poll /ping until 200; returns every status seen (0 = nothing listening yet)."""
