@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.container.conftest import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MAKE_IMAGE = REPO_ROOT / "scripts" / "make_image.sh"
@@ -63,12 +64,6 @@ def build_image(log_path: Path, *args: str) -> str:
     if code != 0:
         raise AssertionError(f"make_image.sh {' '.join(args)} failed ({code}):\n{log_path.read_text()[-4000:]}")
     return last
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
