@@ -120,6 +120,9 @@ started=$(date +%s)
 # The classic builder (docker.io 20.10 has no buildx) prints each step as it runs: that is the progress.
 DOCKER_BUILDKIT=0 docker build --network host -f container/Dockerfile "${build_args[@]}" -t "$tag" . >&2
 say "built ${tag} in $(( $(date +%s) - started )) s: $(docker image inspect --format '{{.Size}}' "$tag" | awk '{printf "%.0f MB", $1/1e6}')"
-# The previous build of this tag, if any, is now a dangling image; remove dangling ones so disks don't fill.
+# The classic builder keeps a stage's layers only while an image refers to them: tag the build stage (all cached,
+# seconds) so the next build reuses the 1 GB pip layer; then the images this build replaced, now dangling, go.
+DOCKER_BUILDKIT=0 docker build --network host -f container/Dockerfile "${build_args[@]}" --target build \
+    -t "${tag}-build-stage" . >/dev/null
 docker image prune -f >/dev/null 2>&1 || true
 echo "$tag"

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.container.conftest import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MAKE_IMAGE = REPO_ROOT / "scripts" / "make_image.sh"
@@ -65,12 +66,6 @@ def build_image(log_path: Path, *args: str) -> str:
     return last
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @dataclass
 class Container:
     """One ``docker run -d`` container serving on 127.0.0.1:port."""
@@ -99,8 +94,8 @@ class Container:
 
         try:
             return requests.get(self.url + "/ping", timeout=timeout).status_code
-        except requests.ConnectionError:
-            return 0
+        except (requests.ConnectionError, requests.Timeout):
+            return 0  # not listening yet, or too busy to answer in time: not ready
 
     def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> list[int]:
         """Poll /ping until 200; returns every status seen (0 = nothing listening yet)."""

@@ -224,3 +224,19 @@ def test_bad_arguments(sandbox, args):
     assert result.returncode == 1
     assert "error:" in result.stderr
     assert sandbox.calls() == []
+
+
+def test_base_image_and_registry_options(sandbox):
+    result = sandbox.run("--region", "us-east-1", "--cpu", "--base-image", "car-damage-base:bookworm",
+                         "--registry", "127.0.0.1:5000", "car-damage", STUB_REPO_EXISTS="1")
+    assert result.returncode == 0, result.stderr
+    uri = f"127.0.0.1:5000/car-damage:{sandbox.commit}-cpu"
+    assert result.stdout == uri + "\n"
+    calls = sandbox.calls()
+    assert "docker login --username AWS --password-stdin 127.0.0.1:5000" in calls
+    assert (f"docker build --network host --platform linux/amd64 -f container/Dockerfile --build-arg TF_VARIANT=cpu "
+            f"--build-arg BASE_IMAGE=car-damage-base:bookworm -t {uri} .") in calls
+    assert calls[-1] == f"docker push {uri}"
+    gpu = sandbox.run("--region", "us-east-1", "--base-image", "my/cuda:1", "car-damage", "v2", STUB_REPO_EXISTS="1")
+    assert gpu.returncode == 0, gpu.stderr
+    assert any("--build-arg BASE_IMAGE=my/cuda:1 -t" in c and "TF_VARIANT" not in c for c in sandbox.calls())
