@@ -176,7 +176,7 @@ def test_sagemaker_style_run_non_root_then_stop_drains_in_flight(image: str, tin
     status_line = next(line for line in container.exec("cat", "/proc/1/status").splitlines()
                        if line.startswith("Uid:"))
     assert status_line.split()[1:3] == ["1000", "1000"], status_line
-    assert f"serving on port {container.port}" in container.logs()
+    assert f"serving on 0.0.0.0:{container.port}" in container.logs()  # the image's HOST: every interface
     photo = (test_images_dir / "a.jpg").read_bytes()
     assert invoke(container, photo).status_code == 200
 
