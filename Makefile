@@ -7,10 +7,14 @@ PORT ?= 8080
 
 .PHONY: venv test test-all lint demo serve bench clean image image-gpu constraints
 
+# A venv that failed half-way (Debian without python3-venv) is removed, so the next try starts clean. pip's own
+# lines are the progress of the long step (TensorFlow and friends, several hundred MB on a first run).
 $(VENV)/.installed: pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@test -x $(VENV)/bin/pip || { rm -rf $(VENV); $(PYTHON) -m venv $(VENV); } || { rm -rf $(VENV); \
+		echo "make: '$(PYTHON) -m venv' failed; on Debian/Ubuntu run: sudo apt-get install python3-venv" >&2; exit 1; }
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[test]"
+	@echo "make: installing the project and its dependencies into $(VENV) (a few minutes the first time)"
+	$(PY) -m pip install --progress-bar on -e ".[test]"
 	touch $@
 
 venv: $(VENV)/.installed
