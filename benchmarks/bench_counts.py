@@ -1,10 +1,11 @@
 """Issue 11's targets: damage counts with the card's operating point, and what post-processing costs.
 
     PYTHONPATH=$PWD/model_code .venv/bin/python benchmarks/bench_counts.py --model-dir demo_model \\
-        [--photos ../shared/data/test_images] [--seeds 1 2]
+        [--photos ../shared/data/test_images] [--seeds 1 2] [--seed-images 1000]
 
 1. The demo model on its own held-out split (``--dataset``, default: the cached demo data) and on the val images of
-   synthetic sets drawn with other seeds: exact-count rate, count MAE, mask mAP@0.5 at the card's defaults
+   synthetic sets drawn with other seeds (``--seed-images`` each, a fifth of them val: 200 val images by default,
+   so one image is half a point): exact-count rate, count MAE, mask mAP@0.5 at the card's defaults
    (``car_damage.training.evaluate.evaluate_weights``, no calibration: the card's operating point is used as is).
 2. The real photos: the damage count before (the old defaults: the card's DETECTION_MIN_CONFIDENCE, no grouping)
    and after (the card's operating point, grouping on), and post-processing time (grouping, measurements,
@@ -72,6 +73,7 @@ def main() -> int:
     parser.add_argument("--dataset", type=Path, help="the demo's data folder (default: the newest cached one)")
     parser.add_argument("--photos", type=Path, default=REPO.parent / "shared" / "data" / "test_images")
     parser.add_argument("--seeds", type=int, nargs="*", default=[1, 2], help="other synthetic seeds to draw")
+    parser.add_argument("--seed-images", type=int, default=1000, help="images per other seed (train + val)")
     args = parser.parse_args()
     weights = args.model_dir / WEIGHTS
     dataset = args.dataset or max((REPO / ".cache" / "demo").glob("*/data"), key=lambda p: p.stat().st_mtime)
@@ -79,7 +81,7 @@ def main() -> int:
         datasets = [("held-out (demo data)", dataset)]
         for seed in args.seeds:
             folder = Path(tmp) / f"seed{seed}"
-            synth.generate(folder, synth.SynthSettings(seed=seed))
+            synth.generate(folder, synth.SynthSettings(seed=seed, n=args.seed_images))
             datasets.append((f"synthetic seed {seed} (val)", folder))
         synthetic_counts(weights, datasets)
     if args.photos.is_dir():

@@ -18,8 +18,10 @@ simplification.
 Simplification. GEOS's topology-preserving simplifier (``shapely.simplify(..., preserve_topology=True)``:
 Douglas-Peucker, so every dropped point lies within ``tolerance`` pixels of the segment that replaced it, but a
 point is kept whenever dropping it would make rings cross or touch). All parts of one damage are simplified
-together, so they stay apart as well; a damage whose simplified outline is not ``shapely.is_valid`` (GEOS's
-known corner case: a hole tiny against the tolerance) keeps its exact outline. 0 keeps the exact pixel outline
+together, so they stay apart as well. A damage of one ring without holes first tries plain Douglas-Peucker, about
+40x cheaper, and keeps its result when it is valid: for one ring, valid means simple (no crossing, no touching),
+the same guarantee. A damage whose simplified outline is not ``shapely.is_valid`` (GEOS's known corner case: a
+hole tiny against the tolerance) keeps its exact outline. 0 keeps the exact pixel outline
 (only collinear points are dropped). Vertices stay integer pixel corners (a subset of the exact outline's).
 Simplified rings approximate the mask; ``area_px`` always counts pixels.
 
@@ -164,7 +166,15 @@ def simplify_polygons(parts: list[list[np.ndarray]], tolerance: float) -> list[l
     import shapely
 
     geometry = shapely.MultiPolygon([shapely.Polygon(part[0], part[1:]) for part in parts])
-    simplified = shapely.simplify(geometry, tolerance, preserve_topology=True)
+    simplified = None
+    if len(parts) == 1 and len(parts[0]) == 1:
+        # One ring: plain Douglas-Peucker is ~40x cheaper than the topology-preserving walk, and a valid polygon
+        # without holes has a simple ring (no crossing, no touching), so validity is the whole check.
+        candidate = shapely.simplify(geometry.geoms[0], tolerance, preserve_topology=False)
+        if isinstance(candidate, shapely.Polygon) and not candidate.interiors and shapely.is_valid(candidate):
+            simplified = candidate
+    if simplified is None:
+        simplified = shapely.simplify(geometry, tolerance, preserve_topology=True)
     pieces = list(simplified.geoms) if isinstance(simplified, shapely.MultiPolygon) else [simplified]
     if len(pieces) != len(parts) or not shapely.is_valid(simplified):
         logger.debug("simplified outline invalid (%s): keeping the exact one", shapely.is_valid_reason(simplified))
@@ -190,7 +200,9 @@ def _trace_rings(labels: np.ndarray) -> tuple[list[np.ndarray], np.ndarray, np.n
     ring's signed area: positive for exteriors, negative for holes).
     """
     fg = labels > 0
-    inner = fg[1:-1, 1:-1]
+    # One pass over the crop finds the foreground pixels; each of the four edge tests is then a gather at those
+    # pixels only (a thin diagonal stroke fills a few percent of its box).
+    rows, cols = np.nonzero(fg)
     starts, directions, pixel_labels = [], [], []
     # (neighbour offset (dr, dc), edge start corner (dx, dy) relative to the pixel, direction)
     for (dr, dc), (sx, sy), direction in (
@@ -199,11 +211,11 @@ def _trace_rings(labels: np.ndarray) -> tuple[list[np.ndarray], np.ndarray, np.n
         ((1, 0), (1, 1), 2),   # bottom edge, walking -x
         ((0, -1), (0, 1), 3),  # left edge, walking -y
     ):
-        neighbour = fg[1 + dr: fg.shape[0] - 1 + dr, 1 + dc: fg.shape[1] - 1 + dc]
-        r, c = np.nonzero(inner & ~neighbour)
-        starts.append(np.stack([c + 1 + sx, r + 1 + sy], axis=1))  # +1: back to padded coordinates
+        open_side = ~fg[rows + dr, cols + dc]  # the padding keeps every neighbour inside the array
+        r, c = rows[open_side], cols[open_side]
+        starts.append(np.stack([c + sx, r + sy], axis=1))
         directions.append(np.full(r.size, direction, dtype=np.int64))
-        pixel_labels.append(labels[r + 1, c + 1])
+        pixel_labels.append(labels[r, c])
     start = np.concatenate(starts).astype(np.int64)
     direction = np.concatenate(directions)
     edge_label = np.concatenate(pixel_labels)

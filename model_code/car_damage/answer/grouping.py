@@ -20,7 +20,7 @@ many detections it holds. ``merge="none"`` returns every detection as its own gr
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,6 +42,8 @@ class GroupingSettings:
     containment: float = OperatingPoint.merge_containment
     gap_px: float = OperatingPoint.merge_gap_px
     angle_deg: float = OperatingPoint.merge_angle_deg
+    branch_widths: float = OperatingPoint.merge_branch_widths
+    spanning_cover: float = OperatingPoint.merge_spanning_cover
 
     def __post_init__(self) -> None:
         if self.mode not in MERGE_MODES:
@@ -50,14 +52,19 @@ class GroupingSettings:
             raise ValueError(f"merge containment must be in (0, 1], got {self.containment}")
         if self.gap_px < 0 or not 0.0 <= self.angle_deg <= 90.0:
             raise ValueError(f"merge gap must be >= 0 and angle in [0, 90], got {self.gap_px}, {self.angle_deg}")
+        if self.branch_widths < 0 or not 0.0 < self.spanning_cover <= 1.0:
+            raise ValueError(f"merge branch must be >= 0 and spanning cover in (0, 1], got {self.branch_widths}, "
+                             f"{self.spanning_cover}")
 
     @classmethod
     def from_operating_point(cls, point: OperatingPoint, mode: str | None = None) -> GroupingSettings:
-        return cls(mode or point.merge, point.merge_containment, point.merge_gap_px, point.merge_angle_deg)
+        return cls(mode or point.merge, point.merge_containment, point.merge_gap_px, point.merge_angle_deg,
+                   point.merge_branch_widths, point.merge_spanning_cover)
 
     def to_json(self) -> dict[str, object]:
         return {"mode": self.mode, "containment": self.containment, "gap_px": self.gap_px,
-                "angle_deg": self.angle_deg}
+                "angle_deg": self.angle_deg, "branch_widths": self.branch_widths,
+                "spanning_cover": self.spanning_cover}
 
 
 @dataclass
@@ -144,40 +151,105 @@ def _elongated(measured: Stroke) -> bool:
 
 
 def group_pieces(pieces: Sequence[Piece], settings: GroupingSettings) -> list[list[int]]:
-    """Indices of ``pieces`` (ONE damage type, best score first) grouped into damages, each group in input order.
+    """Indices of ``pieces`` (ONE damage type, best score first) grouped into damages (``grouped_pieces``)."""
+    return [members for members, _ in grouped_pieces(pieces, settings)]
+
+
+def grouped_pieces(pieces: Sequence[Piece], settings: GroupingSettings) -> list[tuple[list[int], Piece]]:
+    """(indices, union piece) per damage: ``pieces`` (ONE damage type, best score first) grouped, each group in
+    input order; the union piece keeps the stroke measured while grouping.
 
     Greedy, best score first. A group's anchors are its best piece and the pieces that continue its stroke
     (rule 2); a piece joins the group whose anchor it overlaps most (rule 1), or else the first group with an
     anchor it continues, or starts a new group. A piece that joined by overlap is no anchor, and a piece joins at
     most one group, so a stray detection spanning two touching scratches cannot chain them into one damage.
+    Stroke types stay strokes (rule 3): a piece does not join a group when their union branches, and a group
+    whose pixels lie almost all inside other groups is a detection spanning two strokes: it is dropped (its index
+    is in no group).
     """
     if settings.mode == "none":
-        return [[i] for i in range(len(pieces))]
+        return [([i], piece) for i, piece in enumerate(pieces)]
     groups: list[list[int]] = []
     anchors: list[list[int]] = []
+    unions: list[Piece] = []
     for i, piece in enumerate(pieces):
-        best_group, best_overlap, continued = -1, 0.0, False
+        overlaps = []
         for g, group_anchors in enumerate(anchors):
+            best = 0.0
             for m in group_anchors:
                 other = pieces[m]
-                if not _near(piece, other, 1):
-                    continue
-                overlap = _intersection(piece, other) / max(1, min(piece.area_px, other.area_px))
-                if overlap >= settings.containment and overlap > best_overlap:
-                    best_group, best_overlap = g, overlap
-        if best_group < 0 and piece.is_stroke_type:
-            best_group = next((g for g, group_anchors in enumerate(anchors) for m in group_anchors
-                               if pieces[m].is_stroke_type and _near(piece, pieces[m], settings.gap_px + 1)
-                               and _joins_stroke(piece, pieces[m], settings)), -1)
-            continued = best_group >= 0
-        if best_group < 0:
+                if _near(piece, other, 1):
+                    best = max(best, _intersection(piece, other) / max(1, min(piece.area_px, other.area_px)))
+            if best >= settings.containment:
+                overlaps.append((best, g))
+        joined = -1
+        for g, continued in _candidates(i, pieces, anchors, overlaps, settings):
+            merged = _joined(unions[g], piece)
+            if piece.is_stroke_type and merged is not unions[g] and _branches(merged, settings.branch_widths):
+                continue
+            joined = g
+            groups[g].append(i)
+            unions[g] = merged
+            if continued:
+                anchors[g].append(i)
+            break
+        if joined < 0:
             groups.append([i])
             anchors.append([i])
-        else:
-            groups[best_group].append(i)
-            if continued:
-                anchors[best_group].append(i)
-    return groups
+            unions.append(piece)
+    kept = _without_spanning(unions, settings.spanning_cover) if any(p.is_stroke_type for p in pieces) else \
+        range(len(groups))
+    return [(groups[g], unions[g]) for g in kept]
+
+
+def _branches(union: Piece, branch_widths: float) -> bool:
+    """True when the union's skeleton has more side branch than ``branch_widths`` stroke widths (thinning leaves
+    spurs about one width long at blunt ends and bumps; a longer branch is a second scratch meeting this one)."""
+    measured = union.stroke()
+    return measured.branch_px > branch_widths * max(measured.width_px, 1.0)
+
+
+def _candidates(i: int, pieces: Sequence[Piece], anchors: list[list[int]], overlaps: list[tuple[float, int]],
+                settings: GroupingSettings) -> Iterator[tuple[int, bool]]:
+    """(group, by continuation) that piece ``i`` may join, in order: overlapping groups, most overlap first,
+    then groups with an anchor it continues (strokes are measured only when it comes to that)."""
+    for _, g in sorted(overlaps, key=lambda item: -item[0]):
+        yield g, False
+    piece = pieces[i]
+    if not piece.is_stroke_type:
+        return
+    for g, group_anchors in enumerate(anchors):
+        if any(pieces[m].is_stroke_type and _near(piece, pieces[m], settings.gap_px + 1)
+               and _joins_stroke(piece, pieces[m], settings) for m in group_anchors):
+            yield g, True
+
+
+def _joined(union: Piece, piece: Piece) -> Piece:
+    """The union of a group's union and a piece (the group's own union when the piece adds no pixel)."""
+    if _intersection(union, piece) == piece.area_px:
+        return union
+    crop, top, left = union_crop([union, piece])
+    return Piece(crop, top, left, int(np.count_nonzero(crop)), union.is_stroke_type)
+
+
+def _without_spanning(unions: list[Piece], cover: float) -> list[int]:
+    """Groups kept after dropping, worst first, each with a fraction ``cover`` of its pixels inside those kept."""
+    kept = list(range(len(unions)))
+    for g in kept[::-1]:  # groups start in score order: the worst-scored group first
+        others = [unions[k] for k in kept if k != g and _near(unions[g], unions[k], 1)]
+        if not others:
+            continue
+        target = unions[g]
+        covered = np.zeros_like(target.crop)
+        for other in others:
+            top, bottom = max(target.top, other.top), min(target.bottom, other.bottom)
+            left, right = max(target.left, other.left), min(target.right, other.right)
+            if top < bottom and left < right:
+                covered[top - target.top: bottom - target.top, left - target.left: right - target.left] |= \
+                    other.crop[top - other.top: bottom - other.top, left - other.left: right - other.left]
+        if np.count_nonzero(covered & target.crop) >= cover * target.area_px:
+            kept.remove(g)
+    return kept
 
 
 def _joins_stroke(a: Piece, b: Piece, settings: GroupingSettings) -> bool:

@@ -11,9 +11,10 @@ Stroke. A scratch is priced by its length along the stroke, not by its box. The 
 skeleton (``skimage.morphology.skeletonize``); per connected part the longest path through the skeleton graph
 (8-neighbours, found by two breadth-first sweeps from scipy) is resampled every few pixels (an 8-neighbour chain
 counts up to 8 % too much on slanted lines) and measured; each end adds the distance from its end pixel to the
-mask's edge (Euclidean distance transform minus half a pixel), because thinning stops about half a width short
-of the ends. The length of a damage is the sum over its parts; ``width`` is area / length (the mean width).
-A straight 100 x 5 px bar measures 100 x 5.
+mask's edge (the Euclidean distance transform at that one pixel, minus half a pixel), because thinning stops
+about half a width short of the ends. The length of a damage is the sum over its parts; ``width`` is area /
+length (the mean width). ``branch_px`` is the skeleton off those longest paths: spurs, or a second stroke
+meeting this one. A straight 100 x 5 px bar measures 100 x 5.
 """
 
 from __future__ import annotations
@@ -74,6 +75,8 @@ class Stroke:
     polylines: tuple[np.ndarray, ...] = ()
     #: Length added beyond each end of ``ends`` (same order), in pixels.
     end_corrections: tuple[float, ...] = ()
+    #: Skeleton length off the parts' longest paths, in pixels: side branches (a junction, a cross) and spurs.
+    branch_px: float = 0.0
 
 
 def _corner_points(crop: np.ndarray) -> np.ndarray:
@@ -83,7 +86,8 @@ def _corner_points(crop: np.ndarray) -> np.ndarray:
     last = crop.shape[1] - 1 - np.argmax(crop[rows, ::-1], axis=1)
     xs = np.concatenate([first, first, last + 1, last + 1])
     ys = np.concatenate([rows, rows + 1, rows, rows + 1])
-    return np.unique(np.stack([xs, ys], axis=1), axis=0).astype(np.float64)
+    keys = np.unique(ys * (crop.shape[1] + 1) + xs)  # neighbouring rows share corners; 1-D unique is cheap
+    return np.stack([keys % (crop.shape[1] + 1), keys // (crop.shape[1] + 1)], axis=1).astype(np.float64)
 
 
 def oriented_box(crop: np.ndarray, origin: tuple[int, int] = (0, 0)) -> OrientedBox:
@@ -169,6 +173,25 @@ def _end(path_xy: np.ndarray, at_start: bool, fallback: np.ndarray) -> StrokeEnd
     return StrokeEnd(point.astype(np.float64), direction)
 
 
+def edge_distance(mask: np.ndarray, pixel: np.ndarray) -> float:
+    """Distance from the centre of set pixel (row, col) to the nearest unset pixel's centre: the Euclidean
+    distance transform at one pixel, found in a square window that doubles until it holds the answer (a pixel
+    outside a window of half-side h is farther than h). ``mask`` must have an unset border."""
+    row, col = int(pixel[0]), int(pixel[1])
+    half = 2
+    while True:
+        top, left = max(row - half, 0), max(col - half, 0)
+        whole = half >= max(mask.shape)
+        rows, cols = np.nonzero(~mask[top: row + half + 1, left: col + half + 1])
+        if rows.size:
+            nearest = float(np.sqrt(((rows + top - row) ** 2 + (cols + left - col) ** 2).min()))
+            if nearest <= half or whole:
+                return nearest
+        elif whole:
+            raise ValueError("edge_distance needs a mask with an unset pixel")
+        half *= 2
+
+
 def stroke(crop: np.ndarray, origin: tuple[int, int] = (0, 0), box: OrientedBox | None = None) -> Stroke:
     """Length along the stroke, mean width and ends of the set pixels of ``crop`` (see the module docstring)."""
     from skimage.morphology import skeletonize
@@ -194,17 +217,16 @@ def stroke(crop: np.ndarray, origin: tuple[int, int] = (0, 0), box: OrientedBox 
             ends = tuple(StrokeEnd(end.point * scale + origin_xy, end.direction) for end in small.ends)
             length = small.length_px * scale
             return Stroke(length, area / length, ends, small.path * scale + origin_xy, polylines,
-                          tuple(c * scale for c in small.end_corrections))
+                          tuple(c * scale for c in small.end_corrections), small.branch_px * scale)
     padded = np.pad(crop, 1)
     skeleton = skeletonize(padded)
-    distance = ndimage.distance_transform_edt(padded)
     shift = np.array([origin[0] - 1, origin[1] - 1], dtype=np.float64)  # padded (col, row) -> image (x, y)
     length, ends, paths, polylines, corrections = 0.0, [], [], [], []
     for path in _longest_paths(skeleton):
         xy = path[:, ::-1].astype(np.float64) + shift + 0.5  # pixel centres
         # Thinning stops short of each end: add the end pixel's distance to the edge (centre to edge: -0.5).
         end_gaps = (0.0, 0.0) if len(path) == 1 else \
-            tuple(max(float(distance[tuple(p)]) - 0.5, 0.0) for p in (path[0], path[-1]))
+            tuple(max(edge_distance(padded, p) - 0.5, 0.0) for p in (path[0], path[-1]))
         resampled = _resampled(xy)
         part_length = _polyline_length(resampled) + sum(end_gaps)
         if len(path) == 1:
@@ -216,8 +238,9 @@ def stroke(crop: np.ndarray, origin: tuple[int, int] = (0, 0), box: OrientedBox 
         corrections += list(end_gaps)
     if length <= 0:  # no skeleton (cannot happen for a non-empty mask, but never divide by zero)
         length = max(box.length, 1.0)
+    branch = float(np.count_nonzero(skeleton) - sum(len(path) for path in paths))
     return Stroke(float(length), area / length, tuple(ends), np.concatenate(paths) if paths else np.zeros((0, 2)),
-                  tuple(polylines), tuple(corrections))
+                  tuple(polylines), tuple(corrections), branch)
 
 
 def stroke_length_in_units(measured: Stroke, scale: tuple[float, float]) -> float:

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from car_damage.answer.geometry import AreaCalibration, mask_to_polygons, tight_crop
-from car_damage.answer.grouping import GroupingSettings, Piece, group_pieces, is_stroke_name, union_crop
+from car_damage.answer.grouping import GroupingSettings, Piece, grouped_pieces, is_stroke_name
 from car_damage.answer.measure import Stroke, box_sides_in_units, oriented_box, stroke_length_in_units
 from car_damage.answer.options import InferenceOptions
 from car_damage.data.rle import mask_to_rle
@@ -205,23 +205,22 @@ def _grouped(items: list[_Kept], model_detections: ModelDetections, options: Inf
     items = sorted(items, key=lambda item: -item.score)
     pieces = [Piece(item.crop, item.top, item.left, item.area_px,
                     is_stroke_name(item.damage_type, item.class_name)) for item in items]
-    groups = []
+    groups: list[tuple[list[int], Piece]] = []
     for class_name in dict.fromkeys(item.class_name for item in items):  # classes of one model never merge either
         members = [i for i, item in enumerate(items) if item.class_name == class_name]
-        groups += [[members[k] for k in group] for group in
-                   group_pieces([pieces[i] for i in members], dataclasses.replace(settings, mode=mode))]
+        groups += [([members[k] for k in group], union) for group, union in
+                   grouped_pieces([pieces[i] for i in members], dataclasses.replace(settings, mode=mode))]
     merged = []
-    for members in groups:
+    for members, union in groups:
         best = items[members[0]]
         if len(members) == 1:
-            best.stroke = pieces[members[0]].measured_stroke
+            best.stroke = union.measured_stroke
             merged.append(best)
             continue
-        crop, top, left = union_crop([pieces[m] for m in members])
         boxes = np.array([items[m].box for m in members])
         box = np.r_[boxes[:, :2].min(axis=0), boxes[:, 2:].max(axis=0)]
-        merged.append(_Kept(best.damage_type, best.class_name, best.score, box, crop, top, left,
-                            int(np.count_nonzero(crop)), sum(items[m].parts for m in members)))
+        merged.append(_Kept(best.damage_type, best.class_name, best.score, box, union.crop, union.top, union.left,
+                            union.area_px, sum(items[m].parts for m in members), union.measured_stroke))
     return merged
 
 

@@ -38,6 +38,10 @@ class OperatingPoint:
     merge_gap_px: float = 12.0
     #: Largest angle (degrees) between the directions of two pieces of one stroke.
     merge_angle_deg: float = 15.0
+    #: Longest side branch (in stroke widths) a group of stroke pieces may have: more is two scratches meeting.
+    merge_branch_widths: float = 2.0
+    #: A stroke group with this fraction of its pixels inside other groups spans them: it is dropped.
+    merge_spanning_cover: float = 0.8
     chosen_by: str = "defaults"
     validation: dict[str, Any] = field(default_factory=dict)
 
@@ -50,16 +54,19 @@ class OperatingPoint:
             raise ValueError(f"operating_point.merge_containment must be in (0, 1], got {self.merge_containment}")
         if float(self.merge_gap_px) < 0 or not 0.0 <= float(self.merge_angle_deg) <= 90.0:
             raise ValueError("operating_point.merge_gap_px must be >= 0 and merge_angle_deg in [0, 90]")
+        if float(self.merge_branch_widths) < 0 or not 0.0 < float(self.merge_spanning_cover) <= 1.0:
+            raise ValueError("operating_point.merge_branch_widths must be >= 0 and merge_spanning_cover in (0, 1]")
 
     def to_json(self) -> dict[str, Any]:
         return {"min_score": self.min_score, "merge": self.merge, "merge_containment": self.merge_containment,
                 "merge_gap_px": self.merge_gap_px, "merge_angle_deg": self.merge_angle_deg,
+                "merge_branch_widths": self.merge_branch_widths, "merge_spanning_cover": self.merge_spanning_cover,
                 "chosen_by": self.chosen_by, "validation": self.validation}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> OperatingPoint:
-        known = {"min_score", "merge", "merge_containment", "merge_gap_px", "merge_angle_deg", "chosen_by",
-                 "validation"}
+        known = {"min_score", "merge", "merge_containment", "merge_gap_px", "merge_angle_deg",
+                 "merge_branch_widths", "merge_spanning_cover", "chosen_by", "validation"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"operating_point: unknown key {unknown[0]!r}")

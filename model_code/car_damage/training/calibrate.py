@@ -86,6 +86,15 @@ class _ImagePieces:
             name = class_names[class_id] if 0 <= class_id < len(class_names) else ""
             self.pieces.append(pieces_from_masks(item.pred_masks[..., k: k + 1],
                                                  is_stroke_name(damage_type, name))[0])
+        #: Groups per (members, settings): neighbouring thresholds of a sweep often keep the same detections.
+        self.groups: dict[tuple, list[list[int]]] = {}
+
+    def group(self, members: list[int], settings: GroupingSettings) -> list[list[int]]:
+        key = (tuple(members), settings)
+        if key not in self.groups:
+            self.groups[key] = [[members[i] for i in g] for g in
+                                group_pieces([self.pieces[k] for k in members], settings)]
+        return self.groups[key]
 
 
 def postprocess(item: ImageDetections, min_score: float, settings: GroupingSettings,
@@ -102,7 +111,7 @@ def postprocess(item: ImageDetections, min_score: float, settings: GroupingSetti
         if settings.mode == "none":
             groups += [[k] for k in members]
         else:
-            groups += [[members[i] for i in g] for g in group_pieces([cache.pieces[k] for k in members], settings)]
+            groups += cache.group(members, settings)
     groups.sort(key=lambda g: -float(item.pred_scores[g[0]]))
     height, width = item.pred_masks.shape[:2]
     masks = np.zeros((height, width, len(groups)), dtype=bool)
@@ -123,9 +132,9 @@ def sweep(items: Sequence[ImageDetections], class_names: Sequence[str], base: Op
     caches = [_ImagePieces(item, class_names, damage_type) for item in items]
     points = []
     for containment in containments:
-        settings = GroupingSettings("none" if containment is None else "overlap",
-                                    base.merge_containment if containment is None else containment,
-                                    base.merge_gap_px, base.merge_angle_deg)
+        settings = dataclasses.replace(
+            GroupingSettings.from_operating_point(base), mode="none" if containment is None else "overlap",
+            containment=base.merge_containment if containment is None else containment)
         for threshold in scores:
             processed = [postprocess(item, threshold, settings, class_names, damage_type, cache)
                          for item, cache in zip(items, caches, strict=True)]

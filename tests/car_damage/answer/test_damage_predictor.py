@@ -250,7 +250,8 @@ def test_the_cards_operating_point_is_the_default(tmp_path, weights_source):
     response = predictor.predict(_image())
     validate_response(response)
     assert response["models"][0]["min_score"] == 0.55
-    assert response["models"][0]["merge"] == {"mode": "none", "containment": 0.4, "gap_px": 12.0, "angle_deg": 15.0}
+    assert response["models"][0]["merge"] == {"mode": "none", "containment": 0.4, "gap_px": 12.0, "angle_deg": 15.0,
+                                           "branch_widths": 2.0, "spanning_cover": 0.8}
     assert all(d["score"] >= 0.55 and d["parts"] == 1 for d in response["damages"])
     asked = predictor.predict(_image(), InferenceOptions(merge="overlap"))
     assert asked["models"][0]["merge"]["mode"] == "overlap"

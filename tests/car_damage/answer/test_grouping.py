@@ -134,3 +134,25 @@ def test_classes_of_one_model_are_never_grouped():
     validate_response(response)
     assert [(d["class_name"], d["parts"]) for d in response["damages"]] == [("scratch", 1), ("dent", 1)]
     assert "stroke" in response["damages"][0] and "stroke" not in response["damages"][1]
+
+
+def test_a_detection_spanning_two_crossing_scratches_is_dropped():
+    # The model's classic mistake on an X: two good detections, plus a better-scored one that runs along one
+    # scratch and turns onto the other. Its union with either scratch branches, so it joins neither; it lies
+    # inside the two scratches, so it adds no damage: 2, not 1 (overlap alone would absorb both into it).
+    down, across = _band(SHAPE, (100, 20), (100, 180), 5), _band(SHAPE, (20, 100), (180, 100), 5)
+    bend = _band(SHAPE, (100, 20), (100, 100), 5) | _band(SHAPE, (100, 100), (180, 100), 5)
+    groups = _groups(bend, down, across)
+    assert sorted(map(sorted, groups)) == [[1], [2]]
+    old_rule = GroupingSettings()
+    assert (bend & down).sum() / down.sum() >= old_rule.containment  # each scratch lies half inside the bend
+
+
+def test_a_lambda_junction_stays_two_but_a_fragment_still_joins():
+    # Two scratches meeting at a shallow angle (a lambda): a fragment of the long one overlaps both near the
+    # junction; it joins the long one (their union is one stroke), the short arm stays its own damage.
+    long_one = _band(SHAPE, (20, 20), (180, 180), 5)
+    arm = _band(SHAPE, (100, 100), (40, 160), 5)
+    fragment = _band(SHAPE, (70, 70), (130, 130), 5)
+    groups = _groups(long_one, fragment, arm)
+    assert sorted(map(sorted, groups)) == [[0, 1], [2]]

@@ -91,3 +91,12 @@ def test_small_and_huge_masks():
     assert measured.length_px == pytest.approx(1500, rel=0.35)
     with pytest.raises(ValueError):
         stroke(np.zeros((3, 3), dtype=bool))
+
+
+def test_branch_length_tells_a_junction_from_a_stroke():
+    shape = (200, 200)
+    straight = stroke(_band(shape, (20, 100), (180, 100), 6))
+    assert straight.branch_px <= straight.width_px  # at most spurs at the blunt ends
+    tee = stroke(_band(shape, (20, 100), (180, 100), 6) | _band(shape, (100, 100), (100, 180), 6))
+    assert tee.length_px == pytest.approx(160, abs=8)  # the longest path runs along the bar...
+    assert 70 <= tee.branch_px <= 85  # ...the stem (80 px from the bar's axis, less half the bar) is the branch
