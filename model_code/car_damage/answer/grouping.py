@@ -77,6 +77,7 @@ class Piece:
     area_px: int
     is_stroke_type: bool = False
     _stroke: Stroke | None = None
+    _blobs: list[Piece] | None = None
 
     @property
     def bottom(self) -> int:
@@ -163,12 +164,54 @@ def grouped_pieces(pieces: Sequence[Piece], settings: GroupingSettings) -> list[
     (rule 2); a piece joins the group whose anchor it overlaps most (rule 1), or else the first group with an
     anchor it continues, or starts a new group. A piece that joined by overlap is no anchor, and a piece joins at
     most one group, so a stray detection spanning two touching scratches cannot chain them into one damage.
-    Stroke types stay strokes (rule 3): a piece does not join a group when their union branches, and a group
-    whose pixels lie almost all inside other groups is a detection spanning two strokes: it is dropped (its index
-    is in no group).
+    Stroke types stay strokes (rule 3): a detection whose mask falls apart into separate blobs is grouped blob
+    by blob; a piece does not join a group when their union branches; and a group whose pixels lie almost all
+    inside other groups is a detection spanning two strokes: it is dropped (its index is in no group).
     """
     if settings.mode == "none":
         return [([i], piece) for i, piece in enumerate(pieces)]
+    owners: list[int] = []
+    blobs: list[Piece] = []
+    for i, piece in enumerate(pieces):
+        if piece._blobs is None:  # kept on the piece: a calibration sweep groups the same pieces many times
+            piece._blobs = _blobs(piece) if piece.is_stroke_type else [piece]
+        parts = piece._blobs
+        owners += [i] * len(parts)
+        blobs += parts
+    return [(sorted({owners[b] for b in group}), union) for group, union in _grouped_blobs(blobs, settings)]
+
+
+#: A blob of a detection's mask is grouped on its own when it holds at least this fraction of the mask; smaller
+#: blobs stay with the largest one.
+MIN_BLOB_FRACTION = 0.15
+_EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+
+
+def _blobs(piece: Piece) -> list[Piece]:
+    """The piece itself, or one piece per large 8-connected blob of its mask (rule 3)."""
+    from scipy import ndimage
+
+    labels, count = ndimage.label(piece.crop, structure=_EIGHT_CONNECTED)
+    if count < 2:
+        return [piece]
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    large = np.flatnonzero(sizes >= MIN_BLOB_FRACTION * piece.area_px) + 1
+    if len(large) < 2:
+        return [piece]
+    largest = int(np.argmax(sizes)) + 1
+    small = np.isin(labels, large, invert=True) & (labels > 0)
+    result = []
+    for label in large:
+        mask = (labels == label) | (small if label == largest else False)
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        crop = mask[rows[0]: rows[-1] + 1, cols[0]: cols[-1] + 1]
+        result.append(Piece(crop, piece.top + int(rows[0]), piece.left + int(cols[0]), int(np.count_nonzero(crop)),
+                            piece.is_stroke_type))
+    return result
+
+
+def _grouped_blobs(pieces: Sequence[Piece], settings: GroupingSettings) -> list[tuple[list[int], Piece]]:
+    """``grouped_pieces`` once every piece is one blob: (piece indices, union) per damage."""
     groups: list[list[int]] = []
     anchors: list[list[int]] = []
     unions: list[Piece] = []
@@ -289,11 +332,11 @@ def merge_masks(masks: np.ndarray, scores: np.ndarray, settings: GroupingSetting
     pieces = pieces_from_masks(masks, stroke_type)
     order = np.argsort(-np.asarray(scores), kind="stable")
     kept = [int(i) for i in order if pieces[i].area_px > 0]
-    groups = [[kept[i] for i in group] for group in group_pieces([pieces[i] for i in kept], settings)]
-    merged = np.zeros(masks.shape[:2] + (len(groups),), dtype=bool)
-    for g, members in enumerate(groups):
-        merged[..., g] = masks[..., members].any(axis=-1)
-    return groups, merged
+    grouped = grouped_pieces([pieces[i] for i in kept], settings)
+    merged = np.zeros(masks.shape[:2] + (len(grouped),), dtype=bool)
+    for g, (_, union) in enumerate(grouped):
+        merged[union.top: union.bottom, union.left: union.right, g] = union.crop
+    return [[kept[i] for i in group] for group, _ in grouped], merged
 
 
 __all__ = ["GroupingSettings", "Piece", "group_pieces", "merge_masks", "oriented_box", "union_crop"]

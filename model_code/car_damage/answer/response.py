@@ -213,12 +213,14 @@ def _grouped(items: list[_Kept], model_detections: ModelDetections, options: Inf
     merged = []
     for members, union in groups:
         best = items[members[0]]
-        if len(members) == 1:
+        if len(members) == 1 and union is pieces[members[0]]:
             best.stroke = union.measured_stroke
             merged.append(best)
             continue
         boxes = np.array([items[m].box for m in members])
         box = np.r_[boxes[:, :2].min(axis=0), boxes[:, 2:].max(axis=0)]
+        # A detection split into blobs (grouping rule 3) lends each damage only part of its box.
+        box = np.r_[np.maximum(box[:2], (union.top, union.left)), np.minimum(box[2:], (union.bottom, union.right))]
         merged.append(_Kept(best.damage_type, best.class_name, best.score, box, union.crop, union.top, union.left,
                             union.area_px, sum(items[m].parts for m in members), union.measured_stroke))
     return merged

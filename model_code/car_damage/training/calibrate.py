@@ -24,11 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from car_damage.answer.grouping import GroupingSettings, Piece, group_pieces, is_stroke_name, pieces_from_masks
+from car_damage.answer.grouping import GroupingSettings, Piece, grouped_pieces, is_stroke_name, pieces_from_masks
 from car_damage.model.card import OperatingPoint
 from car_damage.training.counts import count_metrics
-from car_damage.training.metrics import ImageDetections, pooled_f1
-from mrcnn import utils
+from car_damage.training.metrics import ImageDetections, f1_from_counts, match_counts
 
 logger = logging.getLogger(__name__)
 
@@ -87,13 +86,18 @@ class _ImagePieces:
             self.pieces.append(pieces_from_masks(item.pred_masks[..., k: k + 1],
                                                  is_stroke_name(damage_type, name))[0])
         #: Groups per (members, settings): neighbouring thresholds of a sweep often keep the same detections.
-        self.groups: dict[tuple, list[list[int]]] = {}
+        self.groups: dict[tuple, list[tuple[list[int], Piece]]] = {}
+        #: The post-processed image per grouping outcome, and its F1 match counts by the processed image's id (the
+        #: same damages score the same; ``outcomes`` keeps each processed image alive, so ids stay unique).
+        self.outcomes: dict[tuple, ImageDetections] = {}
+        self.match_counts: dict[int, tuple[int, int, int, int]] = {}
 
-    def group(self, members: list[int], settings: GroupingSettings) -> list[list[int]]:
+    def group(self, members: list[int], settings: GroupingSettings) -> list[tuple[list[int], Piece]]:
+        """(detection indices, union piece) per damage, as the service groups them."""
         key = (tuple(members), settings)
         if key not in self.groups:
-            self.groups[key] = [[members[i] for i in g] for g in
-                                group_pieces([self.pieces[k] for k in members], settings)]
+            self.groups[key] = [([members[i] for i in g], union) for g, union in
+                                grouped_pieces([self.pieces[k] for k in members], settings)]
         return self.groups[key]
 
 
@@ -105,22 +109,35 @@ def postprocess(item: ImageDetections, min_score: float, settings: GroupingSetti
     cache = _cache or _ImagePieces(item, class_names, damage_type)
     order = np.argsort(-np.asarray(item.pred_scores), kind="stable")
     kept = [int(k) for k in order if item.pred_scores[k] >= min_score and cache.pieces[k].area_px > 0]
-    groups: list[list[int]] = []
+    groups: list[tuple[list[int], Piece]] = []
     for class_id in dict.fromkeys(int(item.pred_class_ids[k]) for k in kept):
         members = [k for k in kept if int(item.pred_class_ids[k]) == class_id]
         if settings.mode == "none":
-            groups += [[k] for k in members]
+            groups += [([k], cache.pieces[k]) for k in members]
         else:
             groups += cache.group(members, settings)
-    groups.sort(key=lambda g: -float(item.pred_scores[g[0]]))
+    groups.sort(key=lambda g: -float(item.pred_scores[g[0][0]]))
+    outcome = tuple(tuple(members) for members, _ in groups) + (settings.mode,)
+    if _cache is not None and outcome in _cache.outcomes:
+        return _cache.outcomes[outcome]
     height, width = item.pred_masks.shape[:2]
     masks = np.zeros((height, width, len(groups)), dtype=bool)
-    for g, members in enumerate(groups):
-        masks[..., g] = item.pred_masks[..., members].any(axis=-1)
-    return dataclasses.replace(
-        item, pred_boxes=utils.extract_bboxes(masks).reshape(-1, 4),
-        pred_class_ids=np.array([item.pred_class_ids[g[0]] for g in groups], dtype=np.int32),
-        pred_scores=np.array([item.pred_scores[g[0]] for g in groups], dtype=np.float32), pred_masks=masks)
+    for g, (_, union) in enumerate(groups):  # the union of what was grouped (a detection may be split in blobs)
+        masks[union.top: union.bottom, union.left: union.right, g] = union.crop
+    boxes = np.array([(u.top, u.left, u.bottom, u.right) for _, u in groups], dtype=np.int32).reshape(-1, 4)
+    processed = dataclasses.replace(  # the unions' crops are tight: their extents are the masks' boxes
+        item, pred_boxes=boxes,
+        pred_class_ids=np.array([item.pred_class_ids[g[0][0]] for g in groups], dtype=np.int32),
+        pred_scores=np.array([item.pred_scores[g[0][0]] for g in groups], dtype=np.float32), pred_masks=masks)
+    if _cache is not None:
+        _cache.outcomes[outcome] = processed
+    return processed
+
+
+def _match_counts(processed: ImageDetections, cache: _ImagePieces) -> tuple[int, int, int, int]:
+    if id(processed) not in cache.match_counts:
+        cache.match_counts[id(processed)] = match_counts(processed)
+    return cache.match_counts[id(processed)]
 
 
 def sweep(items: Sequence[ImageDetections], class_names: Sequence[str], base: OperatingPoint,
@@ -139,8 +156,8 @@ def sweep(items: Sequence[ImageDetections], class_names: Sequence[str], base: Op
             processed = [postprocess(item, threshold, settings, class_names, damage_type, cache)
                          for item, cache in zip(items, caches, strict=True)]
             counts = count_metrics(processed)
-            points.append(SweepPoint(float(threshold), settings.mode, containment, counts.exact_rate, counts.mae,
-                                     pooled_f1(processed)))
+            f1 = f1_from_counts([_match_counts(p, c) for p, c in zip(processed, caches, strict=True)])
+            points.append(SweepPoint(float(threshold), settings.mode, containment, counts.exact_rate, counts.mae, f1))
     chosen = max(points, key=SweepPoint.key)
     logger.info("operating point: min_score %.2f, merge %s%s: exact count %.3f, count MAE %.3f, F1 %.3f",
                 chosen.min_score, chosen.merge, "" if chosen.containment is None else f" {chosen.containment}",

@@ -104,14 +104,21 @@ class EvaluationReport:
 
 def pooled_f1(items: Sequence[ImageDetections]) -> float:
     """F1 at mask IoU 0.5, predictions and ground truth pooled over the split (0 when either side is empty)."""
-    matched_predictions = matched_gt = predictions = gt = 0
-    for item in items:
-        predictions += len(item.pred_scores)
-        gt += len(item.gt_class_ids)
-        if len(item.pred_scores) and len(item.gt_class_ids):
-            gt_match, pred_match, _ = _matches(item)
-            matched_gt += int(np.sum(gt_match > -1))
-            matched_predictions += int(np.sum(pred_match > -1))
+    return f1_from_counts([match_counts(item) for item in items])
+
+
+def match_counts(item: ImageDetections) -> tuple[int, int, int, int]:
+    """(matched predictions, matched ground truth, predictions, ground truth) of one image at mask IoU 0.5."""
+    if not (len(item.pred_scores) and len(item.gt_class_ids)):
+        return 0, 0, len(item.pred_scores), len(item.gt_class_ids)
+    gt_match, pred_match, _ = _matches(item)
+    return int(np.sum(pred_match > -1)), int(np.sum(gt_match > -1)), len(item.pred_scores), len(item.gt_class_ids)
+
+
+def f1_from_counts(counts: Sequence[tuple[int, int, int, int]]) -> float:
+    """Pooled F1 from per-image ``match_counts``."""
+    totals = np.asarray(counts, dtype=np.int64).reshape(-1, 4).sum(axis=0)
+    matched_predictions, matched_gt, predictions, gt = (int(v) for v in totals)
     precision = matched_predictions / predictions if predictions else 0.0
     recall = matched_gt / gt if gt else 0.0
     return 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0

@@ -156,3 +156,17 @@ def test_a_lambda_junction_stays_two_but_a_fragment_still_joins():
     fragment = _band(SHAPE, (70, 70), (130, 130), 5)
     groups = _groups(long_one, fragment, arm)
     assert sorted(map(sorted, groups)) == [[0, 1], [2]]
+
+
+def test_a_detection_over_two_separate_scratches_is_grouped_blob_by_blob():
+    # The best detection covers the end of one scratch and all of another, 15 px away: its mask falls apart in
+    # two blobs, each joins the scratch it lies on, so the image has 2 damages, not 1.
+    left = _band(SHAPE, (20, 40), (100, 40), 5)
+    right = _band(SHAPE, (115, 40), (180, 100), 5)
+    both = _band(SHAPE, (60, 40), (100, 40), 5) | right
+    masks = np.stack([both, left, right], axis=-1)
+    groups, merged = merge_masks(masks, np.array([0.99, 0.9, 0.8]), GroupingSettings(gap_px=0), True)
+    assert sorted(map(sorted, groups)) == [[0, 1], [0, 2]]
+    assert sorted(int(m.sum()) for m in np.moveaxis(merged, -1, 0)) == sorted([int(left.sum()), int(right.sum())])
+    # Without the split, overlap alone would have put all three in one damage.
+    assert (both & left).sum() / left.sum() < 0.6 and (both & right).sum() / right.sum() == 1.0
