@@ -27,6 +27,7 @@ sys.path.insert(0, str(REPO / "model_code"))
 from car_damage.answer.options import InferenceOptions  # noqa: E402
 from car_damage.answer.predictor import DamagePredictor  # noqa: E402
 from car_damage.data import images, synth  # noqa: E402
+from car_damage.demo import DemoSettings  # noqa: E402
 from car_damage.training.evaluate import evaluate_weights  # noqa: E402
 
 logger = logging.getLogger("bench_counts")
@@ -70,13 +71,16 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-dir", type=Path, default=REPO / "demo_model")
-    parser.add_argument("--dataset", type=Path, help="the demo's data folder (default: the newest cached one)")
+    parser.add_argument("--dataset", type=Path, help="the demo's data folder (default: make demo's own)")
     parser.add_argument("--photos", type=Path, default=REPO.parent / "shared" / "data" / "test_images")
     parser.add_argument("--seeds", type=int, nargs="*", default=[1, 2], help="other synthetic seeds to draw")
     parser.add_argument("--seed-images", type=int, default=1000, help="images per other seed (train + val)")
     args = parser.parse_args()
     weights = args.model_dir / WEIGHTS
-    dataset = args.dataset or max((REPO / ".cache" / "demo").glob("*/data"), key=lambda p: p.stat().st_mtime)
+    dataset = args.dataset or REPO / ".cache" / "demo" / DemoSettings().cache_key() / "data"  # make demo's own
+    if not (dataset / "val").is_dir():
+        print(f"{dataset}/val not found: run `make demo` first (or pass --dataset)")
+        return 2
     with tempfile.TemporaryDirectory() as tmp:
         datasets = [("held-out (demo data)", dataset)]
         for seed in args.seeds:

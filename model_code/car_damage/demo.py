@@ -169,8 +169,8 @@ def prepare_model(settings: DemoSettings, cache_root: Path) -> DemoModel:
     if (model / WEIGHTS_NAME).exists() and metrics_path.exists():
         print(f"Using the cached demo model {model} (key {settings.cache_key()})")
         info = json.loads(metrics_path.read_text())
-        if "counts" not in info["metrics"]:  # cached before calibration existed: choose its operating point now
-            info["metrics"] = _evaluate(model / WEIGHTS_NAME, dataset, home, settings)
+        if not _calibrated_under_current_rules(model / WEIGHTS_NAME):  # cached before calibration or a rule change
+            info["metrics"] = _evaluate(model / WEIGHTS_NAME, dataset, home, settings, calibrate=True)
             metrics_path.write_text(json.dumps(info, indent=2) + "\n")
         return DemoModel(model, dataset, info["metrics"], cached=True, train_seconds=info["train_seconds"])
     home.mkdir(parents=True, exist_ok=True)
@@ -188,20 +188,29 @@ def prepare_model(settings: DemoSettings, cache_root: Path) -> DemoModel:
     if not (partial / WEIGHTS_NAME).exists():
         raise RuntimeError(f"training finished but wrote no {WEIGHTS_NAME} into {partial}")
     print(f"Trained in {train_seconds:.0f}s.")
-    metrics = _evaluate(partial / WEIGHTS_NAME, dataset, home, settings)
+    metrics = _evaluate(partial / WEIGHTS_NAME, dataset, home, settings, calibrate=False)  # training calibrated
     shutil.rmtree(model, ignore_errors=True)
     partial.rename(model)
     metrics_path.write_text(json.dumps({"metrics": metrics, "train_seconds": train_seconds}, indent=2) + "\n")
     return DemoModel(model, dataset, metrics, cached=False, train_seconds=train_seconds)
 
 
-def _evaluate(weights: Path, dataset: Path, home: Path, settings: DemoSettings) -> dict:
-    """``car_damage evaluate --calibrate`` on the held-out split: the operating point goes into the card (training
-    chose the same one already; a model cached before calibration existed gets it here), metrics come back."""
+def _calibrated_under_current_rules(weights: Path) -> bool:
+    from car_damage.training.calibrate import RULES_VERSION
+
+    card = ModelCard.load(card_path_for(weights))
+    return card.operating_point.validation.get("rules") == RULES_VERSION
+
+
+def _evaluate(weights: Path, dataset: Path, home: Path, settings: DemoSettings, calibrate: bool) -> dict:
+    """``car_damage evaluate`` on the held-out split, with ``--calibrate`` when the card's operating point must be
+    chosen here (training chose it already; a model cached before calibration or before the current grouping rules
+    gets it here), metrics come back."""
     print("Evaluating on the held-out synthetic images (operating point chosen there):")
     evaluation = home / "evaluation.json"
     command = [sys.executable, "-m", "car_damage", "evaluate", "--weights", str(weights), "--dataset", str(dataset),
-               "--subset", "val", "--attribute", settings.data.attribute, "--out", str(evaluation), "--calibrate"]
+               "--subset", "val", "--attribute", settings.data.attribute, "--out", str(evaluation)]
+    command += ["--calibrate"] if calibrate else []
     _run_logged(command, home / "evaluate.log", "evaluation", hide_json=True)
     print(f"(the whole report: {evaluation})")
     metrics = json.loads(evaluation.read_text())

@@ -37,6 +37,9 @@ SCORE_GRID: tuple[float, ...] = tuple(round(SWEEP_FLOOR + 0.02 * i, 2) for i in 
 #: Grouping settings swept: None is merge=none, numbers are the containment threshold of merge=overlap.
 CONTAINMENT_GRID: tuple[float | None, ...] = (None, 0.3, 0.5, 0.7)
 OPTIMISES = "count exact-rate on the validation split, then F1 at mask IoU 0.5"
+#: Bump when the post-processing a sweep scores changes (grouping rules), so points chosen under older rules are
+#: recognised (``operating_point.validation["rules"]``) and chosen again.
+RULES_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,7 @@ class Calibration:
             base, min_score=chosen.min_score, merge=chosen.merge, merge_containment=containment,
             chosen_by=f"validation sweep ({self.images} images): {OPTIMISES}",
             validation={"count_exact_rate": chosen.count_exact_rate, "count_mae": chosen.count_mae,
-                        "f1_iou50": chosen.f1, "images": self.images})
+                        "f1_iou50": chosen.f1, "images": self.images, "rules": RULES_VERSION})
 
     def to_json(self) -> dict[str, Any]:
         return {"optimises": OPTIMISES, "images": self.images, "chosen": dataclasses.asdict(self.chosen),
