@@ -16,6 +16,7 @@ from car_damage import demo
 from car_damage.answer.response import validate_response
 from car_damage.data import synth
 from car_damage.model.card import ModelCard
+from car_damage.training.calibrate import RULES_VERSION
 from tests.conftest import require_tool
 
 TINY_ARGS = ["--n", "10", "--size", "128", "--image-size", "128", "--epochs", "1", "--steps", "2",
@@ -147,11 +148,18 @@ def test_demo_end_to_end_at_a_tiny_size(tmp_path: Path, capsys: pytest.CaptureFi
     assert _port_is_closed(port), "the service still listens after the demo"
     card = ModelCard.load(tmp_path / "model" / "mask_cnn_scratch.json")
     assert card.version.startswith("synthetic-demo-") and card.metrics["synthetic_val_mask_map50"] == map50
+    assert card.operating_point.validation["rules"] == RULES_VERSION  # training calibrated it: the demo did not
+    assert demo._calibrated_under_current_rules(tmp_path / "model" / "mask_cnn_scratch.h5")
 
     assert demo.main(args) == 0  # the second run takes the cached model and trains nothing
     again = capsys.readouterr().out
     assert "Using the cached demo model" in again and "Training the demo model" not in again
+    assert "Evaluating on the held-out" not in again  # calibrated under the current rules: nothing to redo
     assert f"mAP@0.5: {map50:.3f}" in again
+
+    card.operating_point.validation["rules"] = RULES_VERSION - 1  # as if calibrated before the current rules
+    card.save(tmp_path / "model" / "mask_cnn_scratch.json")
+    assert not demo._calibrated_under_current_rules(tmp_path / "model" / "mask_cnn_scratch.h5")
 
 
 def test_quality_summary_prints_the_count_accuracy_next_to_map() -> None:

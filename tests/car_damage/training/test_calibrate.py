@@ -10,7 +10,7 @@ from PIL import Image
 
 from car_damage.answer.grouping import GroupingSettings
 from car_damage.model.card import ModelCard, OperatingPoint
-from car_damage.training.calibrate import OPTIMISES, plot_sweep, postprocess, sweep
+from car_damage.training.calibrate import OPTIMISES, RULES_VERSION, plot_sweep, postprocess, sweep
 from car_damage.training.counts import count_metrics
 from car_damage.training.metrics import ImageDetections, evaluate_detections, pooled_f1
 
@@ -69,7 +69,7 @@ def test_sweep_picks_the_hand_computed_threshold(tmp_path):
     point = calibration.operating_point(OperatingPoint())
     assert (point.min_score, point.merge) == (0.75, "none") and OPTIMISES in point.chosen_by
     assert point.validation == {"count_exact_rate": pytest.approx(2 / 3), "count_mae": pytest.approx(1 / 3),
-                                "f1_iou50": pytest.approx(0.8), "images": 3}
+                                "f1_iou50": pytest.approx(0.8), "images": 3, "rules": RULES_VERSION}
     png = plot_sweep(calibration, tmp_path / "sweep.png")
     with Image.open(png) as image:
         assert image.format == "PNG" and image.size == (600, 400)
