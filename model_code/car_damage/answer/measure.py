@@ -3,7 +3,7 @@
 Coordinates are those of ``geometry``: pixel (row r, column c) is the square [c, c+1] x [r, r+1], x right, y down.
 
 Oriented box. The minimum-area rectangle around the mask's pixel squares: the convex hull of the row extremes'
-corners, then one rectangle per hull edge (rotating calipers; the optimal rectangle has a side on a hull edge).
+corners (GEOS), then one rectangle per hull edge (rotating calipers; the optimal rectangle has a side on a hull edge).
 ``length`` is the longer side, ``width`` the shorter, ``angle_deg`` the direction of the long side in [0, 180),
 measured from +x towards +y (clockwise on screen, because y points down).
 
@@ -26,7 +26,6 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import breadth_first_order
-from scipy.spatial import ConvexHull
 
 #: Path points kept when measuring along the skeleton (every n-th point, plus the last).
 RESAMPLE_STEP = 4
@@ -85,8 +84,15 @@ def _corner_points(crop: np.ndarray) -> np.ndarray:
     last = crop.shape[1] - 1 - np.argmax(crop[rows, ::-1], axis=1)
     xs = np.concatenate([first, first, last + 1, last + 1])
     ys = np.concatenate([rows, rows + 1, rows, rows + 1])
-    keys = np.unique(ys * (crop.shape[1] + 1) + xs)  # neighbouring rows share corners; 1-D unique is cheap
-    return np.stack([keys % (crop.shape[1] + 1), keys // (crop.shape[1] + 1)], axis=1).astype(np.float64)
+    return np.stack([xs, ys], axis=1).astype(np.float64)  # corners shared by neighbouring rows repeat: harmless
+
+
+def _hull(points: np.ndarray) -> np.ndarray:
+    """Convex hull vertices [K, 2] of points: GEOS's hull of the points read as one line string (building the
+    line from the array is one call; Qhull's set-up, or a MultiPoint, cost several times more here)."""
+    import shapely
+
+    return np.asarray(shapely.convex_hull(shapely.linestrings(points)).exterior.coords)[:-1]
 
 
 def oriented_box(crop: np.ndarray, origin: tuple[int, int] = (0, 0)) -> OrientedBox:
@@ -95,7 +101,7 @@ def oriented_box(crop: np.ndarray, origin: tuple[int, int] = (0, 0)) -> Oriented
     if crop.ndim != 2 or not crop.any():
         raise ValueError("oriented_box needs a non-empty 2-D mask")
     points = _corner_points(crop)
-    hull = points[ConvexHull(points).vertices]
+    hull = _hull(points)
     edges = np.roll(hull, -1, axis=0) - hull
     angles = np.unique(np.mod(np.arctan2(edges[:, 1], edges[:, 0]), np.pi / 2))
     u = np.stack([np.cos(angles), np.sin(angles)], axis=1)  # one candidate side direction per hull edge
