@@ -191,6 +191,8 @@ def _blobs(piece: Piece) -> list[Piece]:
     """The piece itself, or one piece per large 8-connected blob of its mask (rule 3)."""
     from scipy import ndimage
 
+    from car_damage.answer.geometry import tight_crop
+
     labels, count = ndimage.label(piece.crop, structure=_EIGHT_CONNECTED)
     if count < 2:
         return [piece]
@@ -202,10 +204,8 @@ def _blobs(piece: Piece) -> list[Piece]:
     small = np.isin(labels, large, invert=True) & (labels > 0)
     result = []
     for label in large:
-        mask = (labels == label) | (small if label == largest else False)
-        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-        crop = mask[rows[0]: rows[-1] + 1, cols[0]: cols[-1] + 1]
-        result.append(Piece(crop, piece.top + int(rows[0]), piece.left + int(cols[0]), int(np.count_nonzero(crop)),
+        crop, top, left = tight_crop((labels == label) | (small if label == largest else False))
+        result.append(Piece(crop, piece.top + top, piece.left + left, int(np.count_nonzero(crop)),
                             piece.is_stroke_type))
     return result
 
@@ -282,15 +282,8 @@ def _without_spanning(unions: list[Piece], cover: float) -> list[int]:
         others = [unions[k] for k in kept if k != g and _near(unions[g], unions[k], 1)]
         if not others:
             continue
-        target = unions[g]
-        covered = np.zeros_like(target.crop)
-        for other in others:
-            top, bottom = max(target.top, other.top), min(target.bottom, other.bottom)
-            left, right = max(target.left, other.left), min(target.right, other.right)
-            if top < bottom and left < right:
-                covered[top - target.top: bottom - target.top, left - target.left: right - target.left] |= \
-                    other.crop[top - other.top: bottom - other.top, left - other.left: right - other.left]
-        if np.count_nonzero(covered & target.crop) >= cover * target.area_px:
+        crop, top, left = union_crop(others)
+        if _intersection(unions[g], Piece(crop, top, left, 0)) >= cover * unions[g].area_px:  # pixels in others
             kept.remove(g)
     return kept
 
