@@ -120,7 +120,9 @@ def postprocess(item: ImageDetections, min_score: float, settings: GroupingSetti
         else:
             groups += cache.group(members, settings)
     groups.sort(key=lambda g: -float(item.pred_scores[g[0][0]]))
-    outcome = tuple(tuple(members) for members, _ in groups) + (settings.mode,)
+    # The same members can hold different pixels (a detection split in blobs, a dropped spanning group), so the
+    # outcome is named by its unions too: ``group`` memoises them, so equal groupings share the union objects.
+    outcome = tuple((tuple(members), id(union)) for members, union in groups)
     if _cache is not None and outcome in _cache.outcomes:
         return _cache.outcomes[outcome]
     height, width = item.pred_masks.shape[:2]
