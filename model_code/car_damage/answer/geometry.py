@@ -45,7 +45,6 @@ FOUR_CONNECTED = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=bool)
 
 # Edge directions in image coordinates (x right, y down): 0 +x, 1 +y, 2 -x, 3 -y. Every boundary edge is
 # oriented with its foreground pixel on the walker's right, so (d + 1) % 4 is a right turn, (d + 3) % 4 left.
-_DIRECTION_STEPS = np.array([[1, 0], [0, 1], [-1, 0], [0, -1]], dtype=np.int64)
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +126,39 @@ def tight_crop(mask: np.ndarray) -> tuple[np.ndarray, int, int] | None:
     return mask[top: int(rows[-1]) + 1, left: int(cols[-1]) + 1], top, left
 
 
+def tight_crops(masks: np.ndarray, boxes: np.ndarray | None = None) -> list[tuple[np.ndarray, int, int] | None]:
+    """``tight_crop`` of every mask of a stack [H, W, N] (crops as contiguous bool arrays).
+
+    ``boxes`` [N, (y1, x1, y2, x2)] (pixels, ends exclusive), when given, say where each mask lies: mrcnn pastes a
+    mask into its box, and scanning a box is far cheaper than scanning a whole image's worth of one channel of the
+    stack. They are only a hint: one count over the whole stack checks that no pixel lies outside its box, and
+    any that does sends every mask through the full scan.
+    """
+    masks = np.asarray(masks)
+    if masks.ndim != 3:
+        raise ValueError(f"masks must be a stack [H, W, N], got shape {masks.shape}")
+    height, width, count = masks.shape
+    regions = [(0, 0, masks[:, :, k]) for k in range(count)]
+    if boxes is not None and count:
+        boxes = np.asarray(boxes).reshape(count, 4)
+        hinted = []
+        for k, (y1, x1, y2, x2) in enumerate(boxes.astype(np.int64)):
+            y1, x1 = min(max(int(y1), 0), height), min(max(int(x1), 0), width)
+            y2, x2 = min(max(int(y2), y1), height), min(max(int(x2), x1), width)
+            hinted.append((y1, x1, masks[y1:y2, x1:x2, k]))
+        if sum(np.count_nonzero(region) for _, _, region in hinted) == np.count_nonzero(masks):
+            regions = hinted
+    crops: list[tuple[np.ndarray, int, int] | None] = []
+    for top, left, region in regions:
+        cropped = tight_crop(region.astype(bool, copy=False))
+        if cropped is None:
+            crops.append(None)
+            continue
+        crop, crop_top, crop_left = cropped
+        crops.append((np.ascontiguousarray(crop), top + crop_top, left + crop_left))
+    return crops
+
+
 def mask_to_polygons(mask: np.ndarray, tolerance: float = 1.0, *, origin: tuple[int, int] = (0, 0)
                      ) -> list[Polygon]:
     """Boolean mask [H, W] -> polygons (see the module docstring for layout, coordinates, connectivity).
@@ -144,9 +176,14 @@ def mask_to_polygons(mask: np.ndarray, tolerance: float = 1.0, *, origin: tuple[
     crop, top, left = cropped
     top, left = top + int(origin[1]), left + int(origin[0])
 
-    labels, count = ndimage.label(crop, structure=FOUR_CONNECTED)
-    rings, ring_labels, ring_areas = _trace_rings(np.pad(labels, 1))
-    exteriors_per_label = np.bincount(ring_labels[ring_areas > 0], minlength=count + 1)[1:]
+    rings, ring_pixels, ring_areas = _trace_rings(pad_border(crop))
+    exterior = ring_areas > 0
+    if np.count_nonzero(exterior) == 1:  # one component (the usual damage): every hole is its own
+        count, ring_labels = 1, np.ones(len(rings), dtype=np.int64)
+    else:
+        labels, count = ndimage.label(crop, structure=FOUR_CONNECTED)
+        ring_labels = pad_border(labels).ravel()[ring_pixels]
+    exteriors_per_label = np.bincount(ring_labels[exterior], minlength=count + 1)[1:]
     if not (exteriors_per_label == 1).all():  # a 4-connected component has exactly one outer boundary
         raise RuntimeError("a mask component without exactly one exterior ring (internal error)")
     shift = np.array([left - 1, top - 1], dtype=np.int64)  # padded crop -> image coordinates
@@ -165,16 +202,18 @@ def simplify_polygons(parts: list[list[np.ndarray]], tolerance: float) -> list[l
     first), all parts together; the exact rings back when GEOS's result is not valid (module docstring)."""
     import shapely
 
-    geometry = shapely.MultiPolygon([shapely.Polygon(part[0], part[1:]) for part in parts])
-    simplified = None
     if len(parts) == 1 and len(parts[0]) == 1:
+        ring = parts[0][0]
+        if len(ring) <= 4:  # a rectangle stays a rectangle (below)
+            return parts
         # One ring: plain Douglas-Peucker is ~40x cheaper than the topology-preserving walk, and a valid polygon
         # without holes has a simple ring (no crossing, no touching), so validity is the whole check.
-        candidate = shapely.simplify(geometry.geoms[0], tolerance, preserve_topology=False)
-        if isinstance(candidate, shapely.Polygon) and not candidate.interiors and shapely.is_valid(candidate):
-            simplified = candidate
-    if simplified is None:
-        simplified = shapely.simplify(geometry, tolerance, preserve_topology=True)
+        candidate = shapely.simplify(shapely.Polygon(ring), tolerance, preserve_topology=False)
+        if isinstance(candidate, shapely.Polygon) and not candidate.is_empty and not candidate.interiors and \
+                shapely.is_valid(candidate):
+            return [[_oriented(np.rint(np.asarray(candidate.exterior.coords)[:-1]).astype(np.int64), True)]]
+    geometry = shapely.MultiPolygon([shapely.Polygon(part[0], part[1:]) for part in parts])
+    simplified = shapely.simplify(geometry, tolerance, preserve_topology=True)
     pieces = list(simplified.geoms) if isinstance(simplified, shapely.MultiPolygon) else [simplified]
     if len(pieces) != len(parts) or not shapely.is_valid(simplified):
         logger.debug("simplified outline invalid (%s): keeping the exact one", shapely.is_valid_reason(simplified))
@@ -185,99 +224,121 @@ def simplify_polygons(parts: list[list[np.ndarray]], tolerance: float) -> list[l
         if len(rings) != len(part):
             return parts
         arrays = [np.rint(np.asarray(ring.coords)[:-1]).astype(np.int64) for ring in rings]
-        # GEOS keeps each ring's direction; make sure of ours: exteriors positive, holes negative (y down).
-        arrays = [ring if (_signed_area(ring) > 0) == (k == 0) else ring[::-1] for k, ring in enumerate(arrays)]
+        arrays = [_oriented(ring, k == 0) for k, ring in enumerate(arrays)]
         # A rectangle stays a rectangle (GEOS would cut a 4-point ring to a triangle at large tolerances).
         result.append([exact if len(exact) <= 4 else ring for ring, exact in zip(arrays, part, strict=True)])
     restored = shapely.MultiPolygon([shapely.Polygon(p[0], p[1:]) for p in result])
     return result if shapely.is_valid(restored) else parts
 
 
-def _trace_rings(labels: np.ndarray) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
-    """Boundary rings of every component of a zero-padded label image (4-connected components).
+def pad_border(array: np.ndarray, value: int = 0) -> np.ndarray:
+    """A 2-D array with a one-pixel border of ``value`` (``np.pad`` costs ten times more on a damage's crop)."""
+    out = np.full((array.shape[0] + 2, array.shape[1] + 2), value, dtype=array.dtype)
+    out[1:-1, 1:-1] = array
+    return out
 
-    Returns (rings as [K, 2] int arrays of corner (x, y) points, the component label of each ring, each
-    ring's signed area: positive for exteriors, negative for holes).
+
+def _trace_rings(fg: np.ndarray) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """Boundary rings of the 4-connected components of a zero-padded boolean mask.
+
+    Returns (rings as [K, 2] int arrays of corner (x, y) points; for each ring the flat index, in ``fg``, of a
+    pixel of the component it bounds; each ring's signed area: positive for exteriors, negative for holes).
+    Corners are numbered row by row on the (H + 1) x (W + 1) corner grid; edges are numbered top edges first,
+    then right, bottom and left edges, each group in raster order, and every ring starts at its lowest edge.
     """
-    fg = labels > 0
-    # One pass over the crop finds the foreground pixels; each of the four edge tests is then a gather at those
-    # pixels only (a thin diagonal stroke fills a few percent of its box).
-    rows, cols = np.nonzero(fg)
-    starts, directions, pixel_labels = [], [], []
-    # (neighbour offset (dr, dc), edge start corner (dx, dy) relative to the pixel, direction)
-    for (dr, dc), (sx, sy), direction in (
-        ((-1, 0), (0, 0), 0),  # top edge, walking +x
-        ((0, 1), (1, 0), 1),   # right edge, walking +y
-        ((1, 0), (1, 1), 2),   # bottom edge, walking -x
-        ((0, -1), (0, 1), 3),  # left edge, walking -y
-    ):
-        open_side = ~fg[rows + dr, cols + dc]  # the padding keeps every neighbour inside the array
-        r, c = rows[open_side], cols[open_side]
-        starts.append(np.stack([c + sx, r + sy], axis=1))
-        directions.append(np.full(r.size, direction, dtype=np.int64))
-        pixel_labels.append(labels[r, c])
-    start = np.concatenate(starts).astype(np.int64)
-    direction = np.concatenate(directions)
-    edge_label = np.concatenate(pixel_labels)
-    end = start + _DIRECTION_STEPS[direction]
+    height, width = fg.shape
+    corner_width = width + 1
+    flat = fg.ravel()
+    pixels = np.flatnonzero(flat)  # one pass over the crop; each edge test is then a gather at these pixels
+    top_left = pixels + pixels // width  # corner id of each pixel's top-left corner: row * (W + 1) + col
+    starts, directions, owners = [], [], []
+    # (neighbour offset, edge start corner relative to the top-left corner, direction 0 +x, 1 +y, 2 -x, 3 -y)
+    for neighbour, corner, direction in ((-width, 0, 0), (1, 1, 1), (width, corner_width + 1, 2),
+                                         (-1, corner_width, 3)):
+        open_side = ~flat[pixels + neighbour]  # the padding keeps every neighbour inside the array
+        owners.append(pixels[open_side])
+        starts.append(top_left[open_side] + corner)
+        directions.append(np.full(owners[-1].size, direction, dtype=np.int64))
+    start, direction, owner = np.concatenate(starts), np.concatenate(directions), np.concatenate(owners)
+    end = start + np.array([1, corner_width, -1, -corner_width])[direction]
+    count = start.size
 
-    width = fg.shape[1] + 1  # corner grid is (H + 1) x (W + 1)
-    keys = (start[:, 1] * width + start[:, 0]) * 4 + direction
+    by_corner = np.full((height + 1) * corner_width, -1, dtype=np.int64)
+    by_corner[start] = np.arange(count)
+    if (by_corner[start] == np.arange(count)).all():  # every corner starts at most one edge: no saddle
+        next_edge = by_corner[end]
+    else:
+        next_edge = _linked_at_saddles(fg, start, end, direction, owner)
+    if (next_edge < 0).any():
+        raise RuntimeError("open boundary while tracing a mask (internal error)")
+
+    edges, cycle_starts = _cycles(next_edge)
+    cycle_ends = np.r_[cycle_starts[1:], count]
+    turns = direction[edges]
+    before = np.empty_like(turns)
+    before[1:] = turns[:-1]
+    before[cycle_starts] = turns[cycle_ends - 1]  # wrap within each cycle
+    corner = turns != before  # keep corners, drop collinear points
+    start_y, start_x = np.divmod(start[edges], corner_width)
+    end_y, end_x = np.divmod(end[edges], corner_width)
+    areas = 0.5 * np.add.reduceat(start_x * end_y - end_x * start_y, cycle_starts)  # shoelace per ring
+    points = np.stack([start_x[corner], start_y[corner]], axis=1)
+    rings = np.split(points, np.cumsum(np.add.reduceat(corner.astype(np.int64), cycle_starts))[:-1])
+    return rings, owner[edges[cycle_starts]], areas
+
+
+def _linked_at_saddles(fg: np.ndarray, start: np.ndarray, end: np.ndarray, direction: np.ndarray,
+                       owner: np.ndarray) -> np.ndarray:
+    """The edge that follows each edge when some corner starts two (a saddle: two pixels touching diagonally).
+
+    Preference left > straight > right. At a saddle, turning left crosses to the diagonal pixel: allowed only
+    within one component, where it separates the exterior from a hole that touches it at that corner; between two
+    components the walk turns right and stays on its own.
+    """
+    labels = pad_border(ndimage.label(fg[1:-1, 1:-1], structure=FOUR_CONNECTED)[0]).ravel()
+    edge_label = labels[owner]
+    keys = start * 4 + direction
     order = np.argsort(keys)
     sorted_keys = keys[order]
-    end_vertex = end[:, 1] * width + end[:, 0]
-    next_edge = np.full(start.shape[0], -1, dtype=np.int64)
-    # Preference left > straight > right. At a saddle (two outgoing edges) turning left crosses to the
-    # diagonal pixel: allowed only within one component, where it separates the exterior from a hole
-    # that touches it at that corner; between two components the walk turns right and stays on its own.
+    next_edge = np.full(start.size, -1, dtype=np.int64)
     for turn in (3, 0, 1):
-        wanted = end_vertex * 4 + (direction + turn) % 4
+        wanted = end * 4 + (direction + turn) % 4
         position = np.clip(np.searchsorted(sorted_keys, wanted), 0, len(sorted_keys) - 1)
         candidate = order[position]
         found = (sorted_keys[position] == wanted) & (next_edge < 0) & (edge_label[candidate] == edge_label)
         next_edge[found] = candidate[found]
-    if (next_edge < 0).any():
-        raise RuntimeError("open boundary while tracing a mask (internal error)")
-
-    edges, cycle_of = _cycle_order(next_edge)
-    cycle_starts = np.flatnonzero(np.r_[True, cycle_of[1:] != cycle_of[:-1]])
-    previous = np.roll(edges, 1)
-    previous[cycle_starts] = edges[np.r_[cycle_starts[1:], len(edges)] - 1]  # wrap within each cycle
-    corner = direction[edges] != direction[previous]  # keep corners, drop collinear points
-    # Shoelace per ring from consecutive edge endpoints, summed per cycle in one pass.
-    cross = start[edges, 0] * end[edges, 1] - end[edges, 0] * start[edges, 1]
-    areas = 0.5 * np.add.reduceat(cross, cycle_starts)
-    bounds = np.r_[cycle_starts, len(edges)]
-    rings = [start[edges[a:b][corner[a:b]]] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-    return rings, edge_label[edges[cycle_starts]], areas
+    return next_edge
 
 
-def _cycle_order(next_edge: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Edges grouped by cycle of the permutation ``next_edge``, each cycle in walking order.
+def _cycles(next_edge: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Edges grouped by cycle of the permutation ``next_edge``, cycles by their lowest edge, each in walking order
+    from that edge; returns (edges, start position of each cycle). scipy walks the cycles (compiled)."""
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import depth_first_order
 
-    Returns (edges, cycle id per position). Vectorised pointer jumping: the cycle id is the smallest edge
-    index in the cycle; each edge's rank is its distance to the cycle's last edge (list ranking).
-    """
-    count = len(next_edge)
-    rounds = max(1, int(np.ceil(np.log2(count))) + 1)
-    representative = np.arange(count)
-    jump = next_edge.copy()
-    for _ in range(rounds):
-        representative = np.minimum(representative, representative[jump])
-        jump = jump[jump]
-    last = next_edge == representative  # the edge walked just before returning to the representative
-    successor = np.where(last, np.arange(count), next_edge)
-    distance = (~last).astype(np.int64)
-    for _ in range(rounds):
-        distance = distance + distance[successor]
-        successor = successor[successor]
-    edges = np.lexsort((-distance, representative))
-    return edges, representative[edges]
+    count = next_edge.size
+    graph = csr_matrix((np.ones(count), next_edge.astype(np.int32), np.arange(count + 1, dtype=np.int32)),
+                       shape=(count, count))
+    walks, walked, visited, edge = [], 0, None, 0
+    while True:  # a damage has few rings: one walk each (scipy's connected components cost more than that)
+        walks.append(depth_first_order(graph, edge, directed=True, return_predecessors=False))
+        walked += walks[-1].size
+        if walked == count:
+            break
+        visited = np.zeros(count, dtype=bool) if visited is None else visited
+        visited[walks[-1]] = True
+        edge = int(np.argmin(visited))  # the lowest edge not walked yet starts the next cycle
+    return np.concatenate(walks), np.cumsum([0] + [walk.size for walk in walks[:-1]])
 
 
 def _signed_area(ring: np.ndarray) -> float:
     x, y = ring[:, 0].astype(np.float64), ring[:, 1].astype(np.float64)
-    return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y))
+    return 0.5 * float(np.dot(x[:-1], y[1:]) - np.dot(x[1:], y[:-1]) + x[-1] * y[0] - x[0] * y[-1])
+
+
+def _oriented(ring: np.ndarray, exterior: bool) -> np.ndarray:
+    """GEOS keeps each ring's direction; make sure of ours: exteriors positive, holes negative (y down)."""
+    return ring if (_signed_area(ring) > 0) == exterior else ring[::-1]
 
 
 def polygon_area(polygon: Polygon) -> float:

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from car_damage.answer.geometry import AreaCalibration, mask_to_polygons, tight_crop
+from car_damage.answer.geometry import AreaCalibration, mask_to_polygons, tight_crops
 from car_damage.answer.grouping import GroupingSettings, Piece, grouped_pieces, is_stroke_name
 from car_damage.answer.measure import Stroke, box_sides_in_units, oriented_box, stroke_length_in_units
 from car_damage.answer.options import InferenceOptions
@@ -228,11 +228,15 @@ def _grouped(items: list[_Kept], model_detections: ModelDetections, options: Inf
 
 def _model_kept(model_detections: ModelDetections, options: InferenceOptions) -> list[_Kept]:
     kept = []
-    for i, score in enumerate(model_detections.scores):
-        if options.min_score is not None and score < options.min_score:
-            continue
-        mask = model_detections.masks[:, :, i].astype(bool, copy=False)
-        cropped = tight_crop(mask)
+    scores = model_detections.scores
+    wanted = np.flatnonzero(scores >= options.min_score) if options.min_score is not None else \
+        np.arange(len(scores))
+    masks = model_detections.masks
+    if len(wanted) < masks.shape[2]:  # (the predictor has applied min_score already: no copy of the stack there)
+        masks = masks[:, :, wanted]
+    crops = tight_crops(masks, model_detections.boxes[wanted])
+    for i, cropped in zip(wanted, crops, strict=True):
+        score = scores[i]
         if cropped is None:
             logger.debug("dropping a %s detection (score %.3f) with an empty mask",
                          model_detections.damage_type, score)

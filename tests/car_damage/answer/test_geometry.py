@@ -10,6 +10,8 @@ from car_damage.answer.geometry import (
     AreaCalibration,
     mask_to_polygons,
     polygon_area,
+    tight_crop,
+    tight_crops,
 )
 
 
@@ -142,7 +144,10 @@ def _hard_masks() -> dict[str, np.ndarray]:
     comb[0] = comb[-1] = True  # thin teeth: holes one pixel wide next to each other
     rng = np.random.default_rng(5)
     speckle = ndimage_smooth(rng.random((80, 80)) > 0.55)
-    return {"corner": corner, "border_hole": border_hole, "spurs": spurs, "comb": comb, "speckle": speckle}
+    sliver = np.zeros((5, 20), bool)
+    sliver[3, 8:] = sliver[4, 7:] = True  # two rows, one step: plain Douglas-Peucker collapses it to nothing
+    return {"corner": corner, "border_hole": border_hole, "spurs": spurs, "comb": comb, "speckle": speckle,
+            "sliver": sliver}
 
 
 def ndimage_smooth(mask: np.ndarray) -> np.ndarray:
@@ -151,7 +156,7 @@ def ndimage_smooth(mask: np.ndarray) -> np.ndarray:
     return ndimage.binary_opening(mask, iterations=1) | ndimage.binary_erosion(mask)
 
 
-@pytest.mark.parametrize("name", ["corner", "border_hole", "spurs", "comb", "speckle"])
+@pytest.mark.parametrize("name", ["corner", "border_hole", "spurs", "comb", "speckle", "sliver"])
 @pytest.mark.parametrize("tolerance", [0.0, 1.0, 3.0, 10.0])
 def test_simplified_polygons_are_valid_on_hard_masks(name, tolerance):
     import shapely
@@ -225,3 +230,23 @@ def test_simplified_polygons_are_valid_on_random_masks():
             polygons = mask_to_polygons(mask, tolerance)
             together = _shapely_multipolygon(polygons)
             assert shapely.is_valid(together), shapely.is_valid_reason(together)
+
+
+def test_tight_crops_take_boxes_as_a_hint_only():
+    masks = np.zeros((20, 30, 3), bool)
+    masks[2:5, 3:9, 0] = True
+    masks[10:12, 20:25, 1] = True  # the third mask stays empty
+    expected = [tight_crop(masks[..., k]) for k in range(3)]
+
+    def same(crops) -> bool:
+        return all((a is None and b is None) or (a[1:] == b[1:] and np.array_equal(a[0], b[0]))
+                   for a, b in zip(crops, expected, strict=True))
+
+    assert same(tight_crops(masks))
+    assert same(tight_crops(masks, np.array([[0, 0, 6, 10], [9, 18, 14, 30], [0, 0, 20, 30]])))  # boxes hold them
+    # A box that cuts its mask (or lies elsewhere) is not trusted: every mask is scanned whole.
+    assert same(tight_crops(masks, np.array([[3, 3, 5, 9], [0, 0, 1, 1], [0, 0, 0, 0]])))
+    assert same(tight_crops(masks, np.array([[-5, -5, 99, 99], [9, 18, 14, 30], [5, 5, 2, 2]])))
+    assert all(crop is None or crop[0].flags.c_contiguous for crop in tight_crops(masks, None))
+    with pytest.raises(ValueError, match="stack"):
+        tight_crops(masks[..., 0])
