@@ -27,6 +27,8 @@ import numpy as np
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import breadth_first_order
 
+from car_damage.answer.geometry import pad_border
+
 #: Path points kept when measuring along the skeleton (every n-th point, plus the last).
 RESAMPLE_STEP = 4
 #: Skeleton points at each end used for the end's direction.
@@ -75,6 +77,8 @@ class Stroke:
     end_corrections: tuple[float, ...] = ()
     #: Skeleton length off the parts' longest paths, in pixels: side branches (a junction, a cross) and spurs.
     branch_px: float = 0.0
+    #: The mask's oriented box (image coordinates), measured on the way: callers need not measure it again.
+    box: OrientedBox | None = None
 
 
 def _corner_points(crop: np.ndarray) -> np.ndarray:
@@ -123,31 +127,34 @@ def oriented_box(crop: np.ndarray, origin: tuple[int, int] = (0, 0)) -> Oriented
 
 
 def _longest_paths(skeleton: np.ndarray) -> list[np.ndarray]:
-    """Per connected part of a skeleton, the (approximately) longest path as an ordered [K, 2] (row, col) array.
+    """Per connected part of a skeleton (unset border), the (approximately) longest path as an ordered [K, 2]
+    (row, col) array.
 
     Two breadth-first sweeps over the 8-neighbour graph (the farthest node from any node is one end of a longest
     path on a tree); hop counts pick the ends, the length is measured on the path itself afterwards.
     """
-    rows, cols = np.nonzero(skeleton)
-    count = rows.size
+    width = skeleton.shape[1]
+    pixels = np.flatnonzero(skeleton)
+    count = pixels.size
     if count == 0:
         return []
-    index = np.full(skeleton.shape, -1, dtype=np.int64)
-    index[rows, cols] = np.arange(count)
-    padded = np.pad(index, 1, constant_values=-1)
+    index = np.full(skeleton.size, -1, dtype=np.int32)
+    index[pixels] = np.arange(count, dtype=np.int32)
     heads, tails = [], []
-    for dr, dc in _NEIGHBOURS:
-        other = padded[1 + rows + dr, 1 + cols + dc]
+    for dr, dc in _NEIGHBOURS:  # the unset border keeps every neighbour inside the array
+        other = index[pixels + dr * width + dc]
         linked = other >= 0
-        heads.append(np.flatnonzero(linked))
+        heads.append(np.flatnonzero(linked).astype(np.int32))
         tails.append(other[linked])
     head, tail = np.concatenate(heads), np.concatenate(tails)
-    # Both directions of every edge, as CSR built directly: the sweeps then run directed, with no conversion
-    # or transpose per call (scipy's sparse set-up was most of this function's time on small skeletons).
+    # Both directions of every edge, as CSR built directly (int32, as scipy's graph routines take it): the sweeps
+    # then run directed, with no conversion or transpose per call (scipy's set-up dominated small skeletons).
     sources, targets = np.concatenate([head, tail]), np.concatenate([tail, head])
     by_source = np.argsort(sources, kind="stable")
-    indptr = np.concatenate([[0], np.cumsum(np.bincount(sources, minlength=count))])
+    indptr = np.zeros(count + 1, dtype=np.int32)
+    np.cumsum(np.bincount(sources, minlength=count), out=indptr[1:])
     graph = csr_matrix((np.ones(by_source.size), targets[by_source], indptr), shape=(count, count))
+    rows, cols = np.divmod(pixels, width)
     paths = []
     reached = np.zeros(count, dtype=bool)
     while not reached.all():
@@ -156,10 +163,10 @@ def _longest_paths(skeleton: np.ndarray) -> list[np.ndarray]:
         reached[part] = True
         first = int(part[-1])
         order, predecessors = breadth_first_order(graph, first, directed=True)
-        node = int(order[-1])
+        node, previous = int(order[-1]), predecessors.tolist()
         chain = [node]
         while node != first:
-            node = int(predecessors[node])
+            node = previous[node]
             chain.append(node)
         paths.append(np.stack([rows[chain], cols[chain]], axis=1))
     return paths
@@ -212,7 +219,7 @@ def stroke(crop: np.ndarray, origin: tuple[int, int] = (0, 0), box: OrientedBox 
     area = int(np.count_nonzero(crop))
     if area == 0:
         raise ValueError("stroke needs a non-empty mask")
-    box = box or oriented_box(crop)
+    box = box or oriented_box(crop, origin)
     factor = max(1, int(area / max(box.length, 1.0) // TARGET_WIDTH_PX),
                  math.ceil(math.sqrt(crop.size / MAX_MEASURED_PIXELS)))
     if factor > 1:
@@ -229,8 +236,8 @@ def stroke(crop: np.ndarray, origin: tuple[int, int] = (0, 0), box: OrientedBox 
             ends = tuple(StrokeEnd(end.point * scale + origin_xy, end.direction) for end in small.ends)
             length = small.length_px * scale
             return Stroke(length, area / length, ends, small.path * scale + origin_xy, polylines,
-                          tuple(c * scale for c in small.end_corrections), small.branch_px * scale)
-    padded = np.pad(crop, 1)
+                          tuple(c * scale for c in small.end_corrections), small.branch_px * scale, box)
+    padded = pad_border(crop)
     skeleton = skeletonize(padded)
     shift = np.array([origin[0] - 1, origin[1] - 1], dtype=np.float64)  # padded (col, row) -> image (x, y)
     length, ends, paths, polylines, corrections = 0.0, [], [], [], []
@@ -252,7 +259,7 @@ def stroke(crop: np.ndarray, origin: tuple[int, int] = (0, 0), box: OrientedBox 
         length = max(box.length, 1.0)
     branch = float(np.count_nonzero(skeleton) - sum(len(path) for path in paths))
     return Stroke(float(length), area / length, tuple(ends), np.concatenate(paths) if paths else np.zeros((0, 2)),
-                  tuple(polylines), tuple(corrections), branch)
+                  tuple(polylines), tuple(corrections), branch, box)
 
 
 def stroke_length_in_units(measured: Stroke, scale: tuple[float, float]) -> float:

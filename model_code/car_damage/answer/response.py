@@ -254,7 +254,8 @@ def _measurements(item: _Kept, calibration: AreaCalibration | None, image_size: 
                   ) -> dict[str, Any]:
     """``oriented_box`` for every damage and ``stroke`` for scratches (rule 6)."""
     height, width = image_size
-    box = oriented_box(item.crop, (item.left, item.top))
+    box = item.stroke.box if item.stroke is not None and item.stroke.box is not None else \
+        oriented_box(item.crop, (item.left, item.top))
     oriented: dict[str, Any] = {"center": [round(box.center_x, 3), round(box.center_y, 3)],
                                 "length_px": round(box.length, 3), "width_px": round(box.width, 3),
                                 "angle_deg": round(box.angle_deg, 3)}
