@@ -148,12 +148,12 @@ def tight_crops(masks: np.ndarray, boxes: np.ndarray | None = None) -> list[tupl
         for k, (y1, x1, y2, x2) in enumerate(boxes.astype(np.int64)):
             y1, x1 = min(max(int(y1), 0), height), min(max(int(x1), 0), width)
             y2, x2 = min(max(int(y2), y1), height), min(max(int(x2), x1), width)
-            hinted.append((y1, x1, masks[y1:y2, x1:x2, k]))
+            hinted.append((y1, x1, np.ascontiguousarray(masks[y1:y2, x1:x2, k], dtype=bool)))  # scans run on copies
         if sum(np.count_nonzero(region) for _, _, region in hinted) == np.count_nonzero(masks):
             regions = hinted
     crops: list[tuple[np.ndarray, int, int] | None] = []
     for top, left, region in regions:
-        cropped = tight_crop(region.astype(bool, copy=False))
+        cropped = tight_crop(np.ascontiguousarray(region, dtype=bool))
         if cropped is None:
             crops.append(None)
             continue
@@ -358,13 +358,31 @@ def _linked_at_saddles(fg: np.ndarray, start: np.ndarray, end: np.ndarray, direc
     return next_edge
 
 
+#: Up to this many boundary edges the cycles are walked in Python; above it scipy's compiled walk wins (its
+#: set-up costs about as much as a Python walk of this many steps).
+PYTHON_WALK_EDGES = 800
+
+
 def _cycles(next_edge: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Edges grouped by cycle of the permutation ``next_edge``, cycles by their lowest edge, each in walking order
-    from that edge; returns (edges, start position of each cycle). scipy walks the cycles (compiled)."""
+    from that edge; returns (edges, start position of each cycle)."""
+    count = next_edge.size
+    if count <= PYTHON_WALK_EDGES:
+        following, order, starts, seen = next_edge.tolist(), [], [], bytearray(count)
+        for first in range(count):
+            if seen[first]:
+                continue
+            starts.append(len(order))
+            edge = first
+            while not seen[edge]:
+                seen[edge] = 1
+                order.append(edge)
+                edge = following[edge]
+        return np.array(order, dtype=np.int64), np.array(starts, dtype=np.int64)
+
     from scipy.sparse import csr_matrix
     from scipy.sparse.csgraph import depth_first_order
 
-    count = next_edge.size
     graph = csr_matrix((np.ones(count), next_edge.astype(np.int32), np.arange(count + 1, dtype=np.int32)),
                        shape=(count, count))
     walks, walked, visited, edge = [], 0, None, 0

@@ -2,10 +2,11 @@
 
 Coordinates are those of ``geometry``: pixel (row r, column c) is the square [c, c+1] x [r, r+1], x right, y down.
 
-Oriented box. The minimum-area rectangle around the mask's pixel squares: the convex hull of the row extremes'
-corners (GEOS), then one rectangle per hull edge (rotating calipers; the optimal rectangle has a side on a hull edge).
-``length`` is the longer side, ``width`` the shorter, ``angle_deg`` the direction of the long side in [0, 180),
-measured from +x towards +y (clockwise on screen, because y points down).
+Oriented box. The minimum-area rectangle around the mask's pixel squares: GEOS's ``oriented_envelope`` of the row
+extremes' corners (the convex hull, then rotating calipers: the optimal rectangle has a side on a hull edge; where
+two rectangles tie on area, GEOS's first). ``length`` is the longer side, ``width`` the shorter, ``angle_deg`` the
+direction of the long side in [0, 180) (a square: the side nearer +x), measured from +x towards +y (clockwise on
+screen, because y points down).
 
 Stroke. A scratch is priced by its length along the stroke, not by its box. The mask is thinned to a one-pixel
 skeleton (``skimage.morphology.skeletonize``); per connected part the longest path through the skeleton graph
@@ -91,39 +92,28 @@ def _corner_points(crop: np.ndarray) -> np.ndarray:
     return np.stack([xs, ys], axis=1).astype(np.float64)  # corners shared by neighbouring rows repeat: harmless
 
 
-def _hull(points: np.ndarray) -> np.ndarray:
-    """Convex hull vertices [K, 2] of points: GEOS's hull of the points read as one line string (building the
-    line from the array is one call; Qhull's set-up, or a MultiPoint, cost several times more here)."""
-    import shapely
-
-    return np.asarray(shapely.convex_hull(shapely.linestrings(points)).exterior.coords)[:-1]
-
-
 def oriented_box(crop: np.ndarray, origin: tuple[int, int] = (0, 0)) -> OrientedBox:
     """Minimum-area rectangle around the set pixels of ``crop`` (``origin`` = its top-left (x, y) in the image)."""
+    import shapely
+
     crop = np.asarray(crop, dtype=bool)
     if crop.ndim != 2 or not crop.any():
         raise ValueError("oriented_box needs a non-empty 2-D mask")
-    points = _corner_points(crop)
-    hull = _hull(points)
-    edges = np.roll(hull, -1, axis=0) - hull
-    angles = np.unique(np.mod(np.arctan2(edges[:, 1], edges[:, 0]), np.pi / 2))
-    u = np.stack([np.cos(angles), np.sin(angles)], axis=1)  # one candidate side direction per hull edge
-    v = np.stack([-u[:, 1], u[:, 0]], axis=1)
-    along, across = hull @ u.T, hull @ v.T  # [hull points, candidates]
-    extents_u = along.max(axis=0) - along.min(axis=0)
-    extents_v = across.max(axis=0) - across.min(axis=0)
-    areas = extents_u * extents_v
-    best = int(np.flatnonzero(areas <= areas.min() + 1e-9)[0])  # the first of equal minima (smallest angle)
-    angle, extent_u, extent_v = float(angles[best]), float(extents_u[best]), float(extents_v[best])
-    center = u[best] * (along[:, best].max() + along[:, best].min()) / 2 + \
-        v[best] * (across[:, best].max() + across[:, best].min()) / 2
-    if extent_v > extent_u:  # the long side runs along v
-        angle, extent_u, extent_v = angle + np.pi / 2, extent_v, extent_u
-    degrees = math.degrees(angle) % 180.0
-    degrees = 0.0 if degrees > 180.0 - 1e-9 else degrees
-    return OrientedBox(float(center[0] + origin[0]), float(center[1] + origin[1]), float(extent_u),
-                       float(extent_v), round(degrees, 6))
+    # GEOS's minimum rectangle (hull, then rotating calipers, in one call) of the corner points read as a line;
+    # its four corners are then read in plain Python (numpy's per-call cost is most of the time on 4 points).
+    rectangle = shapely.oriented_envelope(shapely.linestrings(_corner_points(crop)))
+    (x0, y0), (x1, y1), (x2, y2), (x3, y3) = rectangle.exterior.coords[:4]
+    sides = ((x1 - x0, y1 - y0), (x2 - x1, y2 - y1))
+    extents = [math.hypot(dx, dy) for dx, dy in sides]
+    angles = [math.degrees(math.atan2(dy, dx)) % 180.0 for dx, dy in sides]
+    if abs(extents[0] - extents[1]) <= 1e-9 * max(extents):  # a square: the side nearer +x names the angle
+        long_side = 0 if angles[0] <= angles[1] else 1
+    else:
+        long_side = 0 if extents[0] > extents[1] else 1
+    degrees = 0.0 if angles[long_side] > 180.0 - 1e-6 else angles[long_side]
+    # GEOS's rotations leave ulp noise on axis-aligned boxes; nine decimals are far below a pixel.
+    return OrientedBox(round((x0 + x1 + x2 + x3) / 4 + origin[0], 9), round((y0 + y1 + y2 + y3) / 4 + origin[1], 9),
+                       round(extents[long_side], 9), round(extents[1 - long_side], 9), round(degrees, 6))
 
 
 def _longest_paths(skeleton: np.ndarray) -> list[np.ndarray]:
@@ -178,8 +168,9 @@ def _polyline_length(points: np.ndarray, scale: tuple[float, float] = (1.0, 1.0)
 
 
 def _resampled(path_xy: np.ndarray) -> np.ndarray:
-    keep = np.r_[np.arange(0, len(path_xy), RESAMPLE_STEP), len(path_xy) - 1]
-    return path_xy[np.unique(keep)]
+    """Every ``RESAMPLE_STEP``-th point and the last."""
+    kept = path_xy[::RESAMPLE_STEP]
+    return kept if (len(path_xy) - 1) % RESAMPLE_STEP == 0 else np.concatenate([kept, path_xy[-1:]])
 
 
 def _end(path_xy: np.ndarray, at_start: bool, fallback: np.ndarray) -> StrokeEnd:
@@ -187,7 +178,7 @@ def _end(path_xy: np.ndarray, at_start: bool, fallback: np.ndarray) -> StrokeEnd
     point = chain[0]
     inner = chain[min(len(chain) - 1, TANGENT_POINTS)]
     direction = point - inner
-    norm = float(np.hypot(*direction))
+    norm = math.hypot(float(direction[0]), float(direction[1]))
     direction = direction / norm if norm > 0 else (fallback if at_start else -fallback)
     return StrokeEnd(point.astype(np.float64), direction)
 

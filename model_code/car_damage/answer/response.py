@@ -117,9 +117,11 @@ class _Kept:
         self.paste_into(mask)
         return mask
 
-    def paste_into(self, union: np.ndarray) -> None:
+    def paste_into(self, union: np.ndarray, origin: tuple[int, int] = (0, 0)) -> None:
+        """OR the mask into ``union``, whose top-left pixel is image pixel ``origin`` = (row, col)."""
         height, width = self.crop.shape
-        union[self.top: self.top + height, self.left: self.left + width] |= self.crop
+        top, left = self.top - origin[0], self.left - origin[1]
+        union[top: top + height, left: left + width] |= self.crop
 
 
 def build_response(
@@ -283,15 +285,20 @@ def _totals(kept: Sequence[_Kept], types_run: Sequence[str], image_size: tuple[i
             calibration: AreaCalibration | None) -> dict[str, Any]:
     height, width = image_size
     pixels = height * width
-    overall = np.zeros(image_size, dtype=bool)
+    # The unions are drawn on the window that holds every damage, not on the whole image.
+    top = min((item.top for item in kept), default=0)
+    left = min((item.left for item in kept), default=0)
+    window = (max((item.top + item.crop.shape[0] for item in kept), default=0) - top,
+              max((item.left + item.crop.shape[1] for item in kept), default=0) - left)
+    overall = np.zeros(window, dtype=bool)
     by_type_masks: dict[str, np.ndarray] = {}
     counts: dict[str, int] = {}
     for damage_type in types_run:
-        by_type_masks.setdefault(damage_type, np.zeros(image_size, dtype=bool))
+        by_type_masks.setdefault(damage_type, np.zeros(window, dtype=bool))
         counts.setdefault(damage_type, 0)
     for item in kept:
-        item.paste_into(by_type_masks[item.damage_type])
-        item.paste_into(overall)
+        item.paste_into(by_type_masks[item.damage_type], (top, left))
+        item.paste_into(overall, (top, left))
         counts[item.damage_type] += 1
 
     def summary(union: np.ndarray) -> dict[str, Any]:

@@ -47,6 +47,20 @@ def test_vertical_and_slanted_strokes():
     assert box.angle_deg == pytest.approx(30, abs=1.5) and box.length == pytest.approx(102, abs=3)
 
 
+def test_square_boxes_name_the_side_nearer_x():
+    square = np.zeros((20, 20), bool)
+    square[3:13, 5:15] = True
+    box = oriented_box(square, (100, 200))
+    assert (box.length, box.width, box.angle_deg, box.center_x, box.center_y) == (10, 10, 0, 110, 208)
+    # A diamond of pixel squares, radius 7: its hull's long edges run at 45 and 135 degrees through the outer
+    # pixels' corners, 8 * sqrt(2) apart both ways (the axis-aligned square, 15 x 15, is bigger). The two sides are
+    # equal: the one nearer +x, 45 degrees, names the angle.
+    rows, cols = np.mgrid[0:21, 0:21]
+    diamond = np.abs(rows - 10) + np.abs(cols - 10) <= 7
+    box = oriented_box(diamond)
+    assert box.length == box.width == pytest.approx(8 * math.sqrt(2), abs=1e-6) and box.angle_deg == 45
+
+
 def test_quarter_circle_arc():
     radius, width = 80, 6
     yy, xx = np.mgrid[0:120, 0:120] + 0.5
