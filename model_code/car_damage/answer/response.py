@@ -40,7 +40,8 @@ from car_damage.data.rle import mask_to_rle
 logger = logging.getLogger(__name__)
 
 SCHEMA_PATH = Path(__file__).with_name("response_schema.json")
-SCHEMA_VERSION = "1.0"
+#: The version the schema pins (one place: the schema file).
+SCHEMA_VERSION: str = json.loads(SCHEMA_PATH.read_text())["properties"]["schema_version"]["const"]
 #: Digits kept for scores and timings (more is noise in JSON).
 SCORE_DIGITS = 4
 TIMING_DIGITS = 3

@@ -11,6 +11,7 @@ import pytest
 from car_damage.answer.options import InferenceOptions
 from car_damage.answer.response import (
     SCHEMA_PATH,
+    SCHEMA_VERSION,
     InvalidResponse,
     ModelDetections,
     ModelInfo,
@@ -152,6 +153,20 @@ def test_schema_file_is_valid_draft_2020_12_and_json_round_trips():
     assert schema["$schema"].endswith("2020-12/schema") and SCHEMA_PATH.name == "response_schema.json"
     jsonschema.Draft202012Validator.check_schema(schema)
     validate_response(json.loads(json.dumps(_build(masks="rle"))))
+
+
+@pytest.mark.parametrize("document", ["README.md", "docs/response.md"])
+def test_the_documented_example_answers_match_the_schema(document):
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[3] / document).read_text()
+    blocks = re.findall(r"```json\n(.*?)```", text, re.S)
+    examples = [json.loads(block) for block in blocks if '"schema_version"' in block]
+    assert examples, f"{document} shows no example answer"
+    for example in examples:
+        validate_response(example)
+        assert example["schema_version"] == SCHEMA_VERSION
 
 
 def _broken(mutate):
