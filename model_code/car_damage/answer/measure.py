@@ -141,10 +141,14 @@ def _longest_paths(skeleton: np.ndarray) -> list[np.ndarray]:
     # then run directed, with no conversion or transpose per call (scipy's set-up dominated small skeletons).
     sources, targets = np.concatenate([head, tail]), np.concatenate([tail, head])
     by_source = np.argsort(sources, kind="stable")
+    degree = np.bincount(sources, minlength=count)
     indptr = np.zeros(count + 1, dtype=np.int32)
-    np.cumsum(np.bincount(sources, minlength=count), out=indptr[1:])
-    graph = csr_matrix((np.ones(by_source.size), targets[by_source], indptr), shape=(count, count))
+    np.cumsum(degree, out=indptr[1:])
     rows, cols = np.divmod(pixels, width)
+    chain = _simple_chain(degree, targets[by_source], indptr)
+    if chain is not None:
+        return [np.stack([rows[chain], cols[chain]], axis=1)]
+    graph = csr_matrix((np.ones(by_source.size), targets[by_source], indptr), shape=(count, count))
     paths = []
     reached = np.zeros(count, dtype=bool)
     while not reached.all():
@@ -160,6 +164,31 @@ def _longest_paths(skeleton: np.ndarray) -> list[np.ndarray]:
             chain.append(node)
         paths.append(np.stack([rows[chain], cols[chain]], axis=1))
     return paths
+
+
+def _simple_chain(degree: np.ndarray, neighbours: np.ndarray, indptr: np.ndarray) -> np.ndarray | None:
+    """The sweeps' path when the skeleton is one open chain (the usual scratch): walked in Python, end to end,
+    and oriented as the two sweeps orient it (from the end farther from the first pixel, which is where the
+    first sweep starts). None for anything else: branches, loops, several parts, or a first pixel halfway."""
+    count = degree.size
+    if count < 2 or degree.max() > 2 or np.count_nonzero(degree == 1) != 2 or degree.min() < 1:
+        return None
+    first_neighbour = neighbours[indptr[:-1]].tolist()
+    second_neighbour = np.where(degree == 2, neighbours[np.minimum(indptr[:-1] + 1, len(neighbours) - 1)], -1).tolist()
+    node, previous = int(np.argmin(degree)), -1  # an end
+    order = [node]
+    for _ in range(count - 1):
+        step = first_neighbour[node] if first_neighbour[node] != previous else second_neighbour[node]
+        previous, node = node, step
+        if node < 0:
+            return None
+        order.append(node)
+    if len(set(order)) != count:  # a loop beside the chain: not all pixels walked once
+        return None
+    position = order.index(0)  # pixel 0 is the first sweep's start
+    if 2 * position == count - 1:  # as far from both ends: the sweeps' tie rule decides; let them
+        return None
+    return np.array(order if 2 * position < count - 1 else order[::-1])
 
 
 def _polyline_length(points: np.ndarray, scale: tuple[float, float] = (1.0, 1.0)) -> float:
