@@ -28,7 +28,7 @@ import numpy as np
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import breadth_first_order
 
-from car_damage.answer.geometry import pad_border
+from car_damage.answer.rings import pad_border
 
 #: Path points kept when measuring along the skeleton (every n-th point, plus the last).
 RESAMPLE_STEP = 4
