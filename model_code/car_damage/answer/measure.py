@@ -144,11 +144,12 @@ def _longest_paths(skeleton: np.ndarray) -> list[np.ndarray]:
     degree = np.bincount(sources, minlength=count)
     indptr = np.zeros(count + 1, dtype=np.int32)
     np.cumsum(degree, out=indptr[1:])
+    neighbours = targets[by_source]
     rows, cols = np.divmod(pixels, width)
-    chain = _simple_chain(degree, targets[by_source], indptr)
+    chain = _simple_chain(degree, neighbours, indptr)
     if chain is not None:
         return [np.stack([rows[chain], cols[chain]], axis=1)]
-    graph = csr_matrix((np.ones(by_source.size), targets[by_source], indptr), shape=(count, count))
+    graph = csr_matrix((np.ones(neighbours.size), neighbours, indptr), shape=(count, count))
     paths = []
     reached = np.zeros(count, dtype=bool)
     while not reached.all():

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from car_damage.answer.geometry import AreaCalibration, mask_to_polygons, tight_crops
-from car_damage.answer.grouping import GroupingSettings, Piece, grouped_pieces, is_stroke_name
+from car_damage.answer.grouping import GroupingSettings, Piece, grouped_pieces, is_stroke_name, union_crop
 from car_damage.answer.measure import Stroke, box_sides_in_units, oriented_box, stroke_length_in_units
 from car_damage.answer.options import InferenceOptions
 from car_damage.data.rle import mask_to_rle
@@ -118,11 +118,9 @@ class _Kept:
         self.paste_into(mask)
         return mask
 
-    def paste_into(self, union: np.ndarray, origin: tuple[int, int] = (0, 0)) -> None:
-        """OR the mask into ``union``, whose top-left pixel is image pixel ``origin`` = (row, col)."""
+    def paste_into(self, union: np.ndarray) -> None:
         height, width = self.crop.shape
-        top, left = self.top - origin[0], self.left - origin[1]
-        union[top: top + height, left: left + width] |= self.crop
+        union[self.top: self.top + height, self.left: self.left + width] |= self.crop
 
 
 def build_response(
@@ -286,31 +284,22 @@ def _totals(kept: Sequence[_Kept], types_run: Sequence[str], image_size: tuple[i
             calibration: AreaCalibration | None) -> dict[str, Any]:
     height, width = image_size
     pixels = height * width
-    # The unions are drawn on the window that holds every damage, not on the whole image.
-    top = min((item.top for item in kept), default=0)
-    left = min((item.left for item in kept), default=0)
-    window = (max((item.top + item.crop.shape[0] for item in kept), default=0) - top,
-              max((item.left + item.crop.shape[1] for item in kept), default=0) - left)
-    overall = np.zeros(window, dtype=bool)
-    by_type_masks: dict[str, np.ndarray] = {}
-    counts: dict[str, int] = {}
-    for damage_type in types_run:
-        by_type_masks.setdefault(damage_type, np.zeros(window, dtype=bool))
-        counts.setdefault(damage_type, 0)
+    # Unions are drawn on the window that holds their damages (grouping's union_crop), not on the whole image.
+    pieces = [Piece(item.crop, item.top, item.left, item.area_px) for item in kept]
+    counts = dict.fromkeys(types_run, 0)
     for item in kept:
-        item.paste_into(by_type_masks[item.damage_type], (top, left))
-        item.paste_into(overall, (top, left))
         counts[item.damage_type] += 1
 
-    def summary(union: np.ndarray) -> dict[str, Any]:
-        area_px = int(np.count_nonzero(union))
+    def summary(members: list[Piece]) -> dict[str, Any]:
+        area_px = int(np.count_nonzero(union_crop(members)[0])) if members else 0
         entry: dict[str, Any] = {"area_px": area_px, "area_fraction": area_px / pixels}
         if calibration is not None:
             entry["area"] = _area(calibration, area_px, width, height)
         return entry
 
-    totals = summary(overall)
-    totals["by_type"] = {t: {"count": counts[t], **summary(mask)} for t, mask in by_type_masks.items()}
+    totals = summary(pieces)
+    totals["by_type"] = {t: {"count": counts[t], **summary([p for p, item in zip(pieces, kept, strict=True)
+                                                             if item.damage_type == t])} for t in counts}
     return totals
 
 
