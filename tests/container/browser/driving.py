@@ -63,10 +63,16 @@ def wait_ready(page: Any) -> None:
     page.wait_for_selector('#status[data-state="ready"]', timeout=MODEL_READY_TIMEOUT_S * 1000)
 
 
+def is_json_answer(response: Any) -> bool:
+    """The page's JSON request to /invocations. The page may also post the photo for the annotated PNG (when the
+    browser cannot show the file itself), and that second answer can arrive during the next pick."""
+    return response.url.endswith("/invocations") and response.request.headers.get("accept") == "application/json"
+
+
 def pick(page: Any, path: Path | None = None, **payload: Any) -> dict:
     """Set a file on the labelled input; returns the service's JSON answer once the page has drawn it."""
     drawn_before = page.evaluate("document.body.dataset.drawn || ''")
-    with page.expect_response(lambda r: r.url.endswith("/invocations")) as answer:
+    with page.expect_response(is_json_answer) as answer:
         page.set_input_files("#file", str(path) if path is not None else payload)
     response = answer.value
     body = response.json()  # before anything else: the inspector does not keep bodies long
@@ -85,7 +91,7 @@ def rows(page: Any) -> int:
 def change_and_answer(page: Any, selector: str, value: str | None = None, check: bool | None = None) -> tuple:
     """Change one control; returns (custom attributes sent, JSON answer) once the page has drawn it."""
     drawn_before = page.evaluate("document.body.dataset.drawn || ''")
-    with page.expect_response(lambda r: r.url.endswith("/invocations")) as answered:
+    with page.expect_response(is_json_answer) as answered:
         if check is not None:
             page.set_checked(selector, check)
         elif page.locator(selector).evaluate("(e) => e.tagName") == "SELECT":
@@ -104,7 +110,7 @@ def send_by_event(page: Any, path: Path, event: str) -> dict:
     """Drop or paste ``path`` on the page (a real DragEvent / ClipboardEvent carrying a File)."""
     data = base64.b64encode(path.read_bytes()).decode()
     drawn_before = page.evaluate("document.body.dataset.drawn || ''")
-    with page.expect_response(lambda r: r.url.endswith("/invocations")) as answered:
+    with page.expect_response(is_json_answer) as answered:
         page.evaluate("""([data, event, name]) => {
             const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
             const transfer = new DataTransfer();

@@ -13,6 +13,7 @@ from tests.container.browser.driving import (
     PHOTO,
     change_and_answer,
     expected_sentence,
+    is_json_answer,
     pick,
     rows,
     send_by_event,
@@ -73,7 +74,7 @@ def test_calibration_shows_calibrated_areas(page, test_images_dir) -> None:
     page.select_option("#calibration", "frame")
     assert page.locator("#frame-width").is_visible() and page.locator("#pixels-per-unit").is_hidden()
     page.fill("#frame-width", "14")
-    with page.expect_response(lambda r: r.url.endswith("/invocations")) as answered:
+    with page.expect_response(is_json_answer) as answered:
         page.fill("#frame-height", "18")
         page.locator("#frame-height").dispatch_event("change")
     answer = answered.value.json()
